@@ -1,0 +1,3 @@
+//! AMC Sync core library.
+pub mod model;
+pub mod pii;
