@@ -144,3 +144,38 @@ pub struct UserConsent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consent: Option<Consent>,
 }
+
+/// Where a change came from (for dead letters, status and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The Segment-compatible HTTP endpoint (`/v1/batch`, `/v1/track`, …).
+    Http,
+    /// A file in the drop folder, or `amc-sync ingest`.
+    File,
+}
+
+/// One hashed membership change, ready to be queued: the output of
+/// mapping + `pii`, the input of the store. Holds no raw PII.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberChange {
+    /// The local audience key (Segment `context.personas.computation_key`, or
+    /// the CSV's audience). Resolved to an Amazon `audienceId` by the store.
+    pub audience_key: String,
+    /// Amazon's `externalUserId` (validated: `^[0-9a-zA-Z_-]{1,128}$`).
+    pub external_user_id: String,
+    /// `CREATE` (enter) or `DELETE` (exit).
+    pub action: Action,
+    /// Event time, milliseconds since the Unix epoch (Segment `timestamp`, else
+    /// the time of receipt). Later events win when changes are coalesced.
+    pub event_time_ms: i64,
+    /// The record's country (ISO 3166-1 alpha-2 or `UNKNOWN`).
+    pub country_code: String,
+    /// One `hashedPII` object (Engage sends one identifier per event; the
+    /// store merges distinct objects per user, up to 100).
+    pub hashed_pii: HashedPii,
+    /// Consent for the record, when the source carried one or the country needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_consent: Option<UserConsent>,
+}

@@ -1,0 +1,1 @@
+//! Work in progress (DESIGN.md, issue 3).
