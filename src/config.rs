@@ -1,0 +1,675 @@
+//! Configuration (DESIGN.md 4.10): a TOML file in the OS config dir,
+//! overridable with `--config` or `AMC_SYNC_CONFIG`; the data dir with
+//! `AMC_SYNC_DATA_DIR`. Validated at start; every error names the line and
+//! column it comes from. The file never holds secrets (LWA client secret and
+//! refresh token live in the OS keychain): a secret-looking key is rejected.
+//!
+//! ```toml
+//! region = "NA"                    # NA | EU | FE
+//! listen = "127.0.0.1:8787"        # Segment-compatible HTTP intake + admin API
+//! profile = "amazon"               # normalization profile: amazon | segment
+//! drop_dir = "/srv/amc-sync/drop"  # optional; default under the data dir
+//!
+//! [schedule]
+//! upload_interval_secs = 900       # upload every 15 minutes…
+//! batch_size = 10000               # …and whenever an audience has this many records
+//!
+//! [[audiences]]
+//! key = "high_value_customers"     # Segment computation_key / CSV audience
+//! advertiser_id = 1234567890123456789  # or connection_id = "amc…"
+//! country_code = "US"
+//! description = "High value customers from the CRM"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::pii::{Country, Profile};
+
+/// Name of the environment variable that points at the config file.
+pub const ENV_CONFIG: &str = "AMC_SYNC_CONFIG";
+/// Name of the environment variable that overrides the data dir.
+pub const ENV_DATA_DIR: &str = "AMC_SYNC_DATA_DIR";
+/// Default listen address: loopback only (DESIGN.md 4.1).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+
+/// Amazon Ads API region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+pub enum Region {
+    /// North America: `advertising-api.amazon.com`, LWA at `api.amazon.com`.
+    #[default]
+    NA,
+    /// Europe: `advertising-api-eu.amazon.com`, LWA at `api.amazon.co.uk`.
+    EU,
+    /// Far East: `advertising-api-fe.amazon.com`, LWA at `api.amazon.co.jp`.
+    FE,
+}
+
+impl Region {
+    /// Amazon Ads API base URL for the region (Amazon Ads API "API endpoints").
+    pub fn api_base_url(self) -> &'static str {
+        match self {
+            Region::NA => "https://advertising-api.amazon.com",
+            Region::EU => "https://advertising-api-eu.amazon.com",
+            Region::FE => "https://advertising-api-fe.amazon.com",
+        }
+    }
+
+    /// Login with Amazon token endpoint for the region.
+    pub fn token_url(self) -> &'static str {
+        match self {
+            Region::NA => "https://api.amazon.com/auth/o2/token",
+            Region::EU => "https://api.amazon.co.uk/auth/o2/token",
+            Region::FE => "https://api.amazon.co.jp/auth/o2/token",
+        }
+    }
+
+    /// Login with Amazon authorization page for the region.
+    pub fn authorize_url(self) -> &'static str {
+        match self {
+            Region::NA => "https://www.amazon.com/ap/oa",
+            Region::EU => "https://eu.account.amazon.com/ap/oa",
+            Region::FE => "https://apac.account.amazon.com/ap/oa",
+        }
+    }
+
+    /// `"NA"`, `"EU"` or `"FE"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Region::NA => "NA",
+            Region::EU => "EU",
+            Region::FE => "FE",
+        }
+    }
+}
+
+impl std::str::FromStr for Region {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "NA" => Ok(Region::NA),
+            "EU" => Ok(Region::EU),
+            "FE" => Ok(Region::FE),
+            other => Err(format!("unknown region {other:?} (expected NA, EU or FE)")),
+        }
+    }
+}
+
+/// Upload schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schedule {
+    /// Seconds between scheduled uploads (default 900 = 15 minutes; 10–86,400).
+    pub upload_interval_secs: u64,
+    /// Records per upload request (1–10,000; default 10,000, Amazon's maximum).
+    pub batch_size: u32,
+    /// Byte cap of one request body (default 4,000,000 bytes).
+    pub max_body_bytes: u64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            upload_interval_secs: 900,
+            batch_size: 10_000,
+            max_body_bytes: 4_000_000,
+        }
+    }
+}
+
+/// An Amazon advertiser or audience id: digits that may exceed 2^53, written
+/// in TOML as an integer or a string; kept as the digit string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigitsId(pub String);
+
+impl<'de> Deserialize<'de> for DigitsId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        let s = match Raw::deserialize(d)? {
+            Raw::Int(n) => n.to_string(),
+            Raw::Str(s) => s,
+        };
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(serde::de::Error::custom("must be a number (digits only)"));
+        }
+        Ok(DigitsId(s))
+    }
+}
+
+/// A local audience (DESIGN.md 4.6 `POST /amc/audiences/metadata` fields).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudienceConfig {
+    /// Local key: the Segment `computation_key` or the CSV file's audience.
+    pub key: String,
+    /// Audience name at Amazon (10–128 characters); defaults to the key, padded.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// DSP advertiser id (target resource), digits.
+    #[serde(default)]
+    pub advertiser_id: Option<DigitsId>,
+    /// AMC connection id (target resource), instead of `advertiser_id`.
+    #[serde(default)]
+    pub connection_id: Option<String>,
+    /// ISO 3166-1 alpha-2 country of the audience's members (default for records).
+    pub country_code: String,
+    /// Description (≤ 1,000 characters).
+    #[serde(default)]
+    pub description: String,
+    /// `metadata.externalAudienceId`; defaults to the key.
+    #[serde(default)]
+    pub external_audience_id: Option<String>,
+    /// Membership time-to-live in seconds (0–34,300,800).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// Audience fee, CPM in cents.
+    #[serde(default)]
+    pub cpm_cents: Option<u64>,
+    /// Fee currency (AED AUD CAD CNY EUR GBP INR JPY MXN SAR SEK TRY USD).
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+/// Currencies Amazon accepts for `audienceFees` (AMC Audiences API).
+pub const CURRENCIES: &[&str] = &[
+    "AED", "AUD", "CAD", "CNY", "EUR", "GBP", "INR", "JPY", "MXN", "SAR", "SEK", "TRY", "USD",
+];
+
+/// Largest `ttl` Amazon accepts, in seconds (AMC Audiences API).
+pub const MAX_TTL_SECS: u64 = 34_300_800;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    region: Option<Spanned<String>>,
+    #[serde(default)]
+    api_base_url: Option<Spanned<String>>,
+    #[serde(default)]
+    token_url: Option<Spanned<String>>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_non_loopback: bool,
+    #[serde(default)]
+    profile: Option<Spanned<String>>,
+    #[serde(default)]
+    drop_dir: Option<PathBuf>,
+    #[serde(default)]
+    delete_processed_files: bool,
+    #[serde(default)]
+    schedule: Option<Spanned<Schedule>>,
+    #[serde(default)]
+    audiences: Vec<Spanned<AudienceConfig>>,
+    #[serde(default)]
+    mappings: Vec<Spanned<toml::Table>>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Amazon Ads region (default NA).
+    pub region: Region,
+    /// Overrides the region's API host (sandbox, proxies).
+    pub api_base_url: Option<String>,
+    /// Overrides the LWA token URL (default: `<api_base_url>/auth/o2/token`
+    /// when `api_base_url` is set, else the region's).
+    pub token_url: Option<String>,
+    /// LWA client id (public; the secret lives in the keychain).
+    pub client_id: Option<String>,
+    /// Address of the HTTP intake and admin API (default 127.0.0.1:8787).
+    pub listen: SocketAddr,
+    /// Allow a non-loopback `listen` address (explicit opt-in, DESIGN.md 4.1).
+    pub allow_non_loopback: bool,
+    /// Normalization profile (default amazon).
+    pub profile: Profile,
+    /// Watched drop folder; default `<data dir>/drop`.
+    pub drop_dir: Option<PathBuf>,
+    /// Delete source files after commit instead of moving them to `processed/`.
+    pub delete_processed_files: bool,
+    /// Upload schedule.
+    pub schedule: Schedule,
+    /// Configured audiences.
+    pub audiences: Vec<AudienceConfig>,
+    /// Mapping definitions (validated by `mapping`), at most 50.
+    pub mappings: Vec<toml::Table>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            region: Region::NA,
+            api_base_url: None,
+            token_url: None,
+            client_id: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            allow_non_loopback: false,
+            profile: Profile::Amazon,
+            drop_dir: None,
+            delete_processed_files: false,
+            schedule: Schedule::default(),
+            audiences: Vec::new(),
+            mappings: Vec::new(),
+        }
+    }
+}
+
+/// A configuration error with its position in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    /// The file (or `<string>`) the error is in.
+    pub origin: String,
+    /// 1-based line (0 when the error is not tied to a position).
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong and, where possible, how to fix it.
+    pub message: String,
+}
+
+/// Keys that would hold secrets: refused, with a pointer to `amc-sync login`.
+const SECRET_KEYS: &[&str] = &[
+    "client_secret",
+    "refresh_token",
+    "access_token",
+    "password",
+    "secret",
+];
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
+        + 1;
+    (line, column)
+}
+
+impl Config {
+    /// Parses and validates TOML text. `origin` names the source in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with line and column for syntax errors, unknown keys,
+    /// wrong types, secrets in the file and invalid values.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let err = |span: Option<std::ops::Range<usize>>, message: String| {
+            let (line, column) = span.map_or((0, 0), |s| line_col(text, s.start));
+            ConfigError {
+                origin: origin.to_string(),
+                line,
+                column,
+                message,
+            }
+        };
+        // Secrets first, so their values never reach a parser error message.
+        if let Ok(table) = text.parse::<toml::Table>() {
+            for key in SECRET_KEYS {
+                if table.contains_key(*key) {
+                    let pos = text.find(key).map(|p| p..p);
+                    return Err(err(
+                        pos,
+                        format!(
+                            "`{key}` must not be in the config file: secrets live in the OS keychain (run `amc-sync login`)"
+                        ),
+                    ));
+                }
+            }
+        }
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
+        let mut cfg = Config::default();
+        if let Some(r) = raw.region {
+            cfg.region = r.get_ref().parse().map_err(|m| err(Some(r.span()), m))?;
+        }
+        for (slot, value) in [
+            (&mut cfg.api_base_url, raw.api_base_url),
+            (&mut cfg.token_url, raw.token_url),
+        ] {
+            if let Some(v) = value {
+                let s = v.get_ref().trim_end_matches('/');
+                if !(s.starts_with("http://") || s.starts_with("https://")) {
+                    return Err(err(
+                        Some(v.span()),
+                        "must be an http:// or https:// URL".into(),
+                    ));
+                }
+                *slot = Some(s.to_string());
+            }
+        }
+        cfg.client_id = raw.client_id;
+        cfg.allow_non_loopback = raw.allow_non_loopback;
+        if let Some(l) = raw.listen {
+            let addr: SocketAddr = l.get_ref().parse().map_err(|_| {
+                err(
+                    Some(l.span()),
+                    format!(
+                        "{:?} is not an IP:port address (e.g. 127.0.0.1:8787)",
+                        l.get_ref()
+                    ),
+                )
+            })?;
+            if !addr.ip().is_loopback() && !cfg.allow_non_loopback {
+                return Err(err(
+                    Some(l.span()),
+                    "a non-loopback listen address exposes the intake to the network; set allow_non_loopback = true to confirm".into(),
+                ));
+            }
+            cfg.listen = addr;
+        }
+        if let Some(p) = raw.profile {
+            cfg.profile = p
+                .get_ref()
+                .parse()
+                .map_err(|e: crate::pii::PiiError| err(Some(p.span()), e.to_string()))?;
+        }
+        cfg.drop_dir = raw.drop_dir;
+        cfg.delete_processed_files = raw.delete_processed_files;
+        if let Some(s) = raw.schedule {
+            let span = s.span();
+            let s = s.into_inner();
+            if !(10..=86_400).contains(&s.upload_interval_secs) {
+                return Err(err(
+                    Some(span),
+                    "schedule.upload_interval_secs must be 10–86,400 seconds".into(),
+                ));
+            }
+            if !(1..=10_000).contains(&s.batch_size) {
+                return Err(err(
+                    Some(span),
+                    "schedule.batch_size must be 1–10,000 records (Amazon's per-request limit)"
+                        .into(),
+                ));
+            }
+            if s.max_body_bytes < 64 * 1024 {
+                return Err(err(
+                    Some(span),
+                    "schedule.max_body_bytes must be at least 65,536 bytes".into(),
+                ));
+            }
+            cfg.schedule = s;
+        }
+        let mut keys = std::collections::HashSet::new();
+        for a in raw.audiences {
+            let span = a.span();
+            let a = a.into_inner();
+            validate_audience(&a).map_err(|m| err(Some(span.clone()), m))?;
+            if !keys.insert(a.key.clone()) {
+                return Err(err(
+                    Some(span),
+                    format!("audience key {:?} is defined twice", a.key),
+                ));
+            }
+            cfg.audiences.push(a);
+        }
+        if raw.mappings.len() > 50 {
+            let span = raw.mappings.get(50).map(|m| m.span());
+            return Err(err(span, "at most 50 mappings per destination".into()));
+        }
+        cfg.mappings = raw.mappings.into_iter().map(Spanned::into_inner).collect();
+        Ok(cfg)
+    }
+
+    /// Loads the config: `explicit` path, else `$AMC_SYNC_CONFIG`, else the OS
+    /// config file ([`default_config_file`]); a missing default file gives the
+    /// defaults (a first run needs no config). Returns the file used, if any.
+    ///
+    /// # Errors
+    /// An unreadable explicit file, or any validation error.
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let env = std::env::var_os(ENV_CONFIG).map(PathBuf::from);
+        let (path, required) = match (explicit, env) {
+            (Some(p), _) => (Some(p.to_path_buf()), true),
+            (None, Some(p)) => (Some(p), true),
+            (None, None) => (default_config_file(), false),
+        };
+        let Some(path) = path else {
+            return Ok((Config::default(), None));
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok((
+                Config::from_toml_str(&text, &path.display().to_string())?,
+                Some(path),
+            )),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok((Config::default(), None))
+            }
+            Err(e) => Err(ConfigError {
+                origin: path.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the config file: {e}"),
+            }),
+        }
+    }
+
+    /// The API base URL in force (override, else the region's host).
+    pub fn effective_api_base_url(&self) -> &str {
+        self.api_base_url
+            .as_deref()
+            .unwrap_or_else(|| self.region.api_base_url())
+    }
+
+    /// The LWA token URL in force: the override; else `<api_base_url>/auth/o2/token`
+    /// when the API base URL is overridden (one sandbox URL serves everything);
+    /// else the region's.
+    pub fn effective_token_url(&self) -> String {
+        match (&self.token_url, &self.api_base_url) {
+            (Some(t), _) => t.clone(),
+            (None, Some(base)) => format!("{base}/auth/o2/token"),
+            (None, None) => self.region.token_url().to_string(),
+        }
+    }
+}
+
+fn validate_audience(a: &AudienceConfig) -> Result<(), String> {
+    if a.key.is_empty()
+        || a.key.len() > 128
+        || !a
+            .key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(format!(
+            "audience key {:?} must be 1–128 characters of letters, digits, _ - .",
+            a.key
+        ));
+    }
+    match (&a.advertiser_id, &a.connection_id) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "audience {:?}: set advertiser_id or connection_id, not both",
+                a.key
+            ));
+        }
+        (None, None) => {
+            return Err(format!(
+                "audience {:?}: needs advertiser_id (DSP) or connection_id (AMC)",
+                a.key
+            ));
+        }
+        _ => {}
+    }
+    Country::parse(&a.country_code).map_err(|_| {
+        format!(
+            "audience {:?}: country_code {:?} is not an ISO 3166-1 alpha-2 code",
+            a.key, a.country_code
+        )
+    })?;
+    if let Some(n) = &a.name {
+        let len = n.chars().count();
+        if !(10..=128).contains(&len) {
+            return Err(format!(
+                "audience {:?}: name must be 10–128 characters",
+                a.key
+            ));
+        }
+    }
+    if a.description.chars().count() > 1000 {
+        return Err(format!(
+            "audience {:?}: description must be at most 1,000 characters",
+            a.key
+        ));
+    }
+    if a.ttl_secs.is_some_and(|t| t > MAX_TTL_SECS) {
+        return Err(format!(
+            "audience {:?}: ttl_secs must be 0–{MAX_TTL_SECS} seconds",
+            a.key
+        ));
+    }
+    match (&a.cpm_cents, &a.currency) {
+        (Some(_), Some(c)) if CURRENCIES.contains(&c.as_str()) => {}
+        (Some(_), Some(c)) => {
+            return Err(format!(
+                "audience {:?}: currency {c:?} is not one Amazon accepts ({})",
+                a.key,
+                CURRENCIES.join(" ")
+            ));
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(format!(
+                "audience {:?}: cpm_cents and currency go together",
+                a.key
+            ));
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// Per-OS locations from `directories` (qualifier `com`, organization
+/// `AMC Sync`, application `amc-sync`).
+pub fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("com", "AMC Sync", "amc-sync")
+}
+
+/// The default config file: `<OS config dir>/config.toml`
+/// (Linux `~/.config/amc-sync/config.toml`).
+pub fn default_config_file() -> Option<PathBuf> {
+    project_dirs().map(|d| d.config_dir().join("config.toml"))
+}
+
+/// The data dir in force: `explicit`, else `$AMC_SYNC_DATA_DIR`, else the OS
+/// data dir (Linux `~/.local/share/amc-sync`).
+pub fn data_dir(explicit: Option<&Path>) -> Option<PathBuf> {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(ENV_DATA_DIR).map(PathBuf::from))
+        .or_else(|| project_dirs().map(|d| d.data_dir().to_path_buf()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(t, "test.toml")
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            c.effective_api_base_url(),
+            "https://advertising-api.amazon.com"
+        );
+        assert_eq!(
+            c.effective_token_url(),
+            "https://api.amazon.com/auth/o2/token"
+        );
+    }
+
+    #[test]
+    fn full_example_parses_and_keeps_big_ids_exact() {
+        let c = parse(
+            r#"
+region = "eu"
+api_base_url = "http://127.0.0.1:9000/"
+profile = "segment"
+[schedule]
+upload_interval_secs = 60
+batch_size = 5000
+[[audiences]]
+key = "high_value_customers"
+advertiser_id = 9223372036854775807
+country_code = "DE"
+cpm_cents = 150
+currency = "EUR"
+[[audiences]]
+key = "churn_risk"
+connection_id = "amzn1.conn.123"
+country_code = "US"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.region, Region::EU);
+        assert_eq!(c.profile, Profile::Segment);
+        assert_eq!(
+            c.effective_token_url(),
+            "http://127.0.0.1:9000/auth/o2/token"
+        );
+        assert_eq!(c.schedule.batch_size, 5000);
+        assert_eq!(
+            c.audiences[0].advertiser_id,
+            Some(DigitsId("9223372036854775807".into()))
+        );
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let e = parse("region = \"NA\"\nbatch = 3\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 1), "{e}");
+        let e = parse("\n\nregion = \"XX\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().starts_with("test.toml:3:"), "{e}");
+        let e = parse("[[audiences]]\nkey = \"a\"\ncountry_code = \"US\"\n").unwrap_err();
+        assert!(e.message.contains("advertiser_id"), "{e}");
+        assert_eq!(e.line, 1, "{e}");
+    }
+
+    #[test]
+    fn secrets_are_refused_without_echoing_them() {
+        let e = parse("client_secret = \"amzn1.oa2-cs.v1.canary\"\n").unwrap_err();
+        assert!(e.message.contains("keychain"), "{e}");
+        assert!(!e.to_string().contains("canary"), "{e}");
+        assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_explicit_opt_in() {
+        assert!(parse("listen = \"0.0.0.0:8787\"").is_err());
+        let c = parse("listen = \"0.0.0.0:8787\"\nallow_non_loopback = true").unwrap();
+        assert!(!c.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        for t in [
+            "[schedule]\nbatch_size = 10001",
+            "[schedule]\nupload_interval_secs = 1",
+            "[[audiences]]\nkey = \"a\"\nadvertiser_id = \"12x\"\ncountry_code = \"US\"",
+            "[[audiences]]\nkey = \"a\"\nadvertiser_id = 1\ncountry_code = \"USA\"",
+            "[[audiences]]\nkey = \"a\"\nadvertiser_id = 1\ncountry_code = \"US\"\nttl_secs = 34300801",
+            "[[audiences]]\nkey = \"a\"\nadvertiser_id = 1\ncountry_code = \"US\"\ncpm_cents = 1\ncurrency = \"BTC\"",
+            "[[audiences]]\nkey = \"a\"\nadvertiser_id = 1\nconnection_id = \"c\"\ncountry_code = \"US\"",
+            "api_base_url = \"ftp://x\"",
+            "profile = \"google\"",
+        ] {
+            assert!(parse(t).is_err(), "accepted: {t}");
+        }
+    }
+}
