@@ -5,6 +5,7 @@
 //! `model` holds the shared, hash-only vocabulary. See ARCHITECTURE.md.
 
 pub mod config;
+pub mod ingest;
 pub mod mapping;
 pub mod model;
 pub mod pii;
