@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::mapping::{MAX_MAPPINGS, Mapping, MappingSet};
 use crate::pii::{Country, Profile};
 
 /// Name of the environment variable that points at the config file.
@@ -212,7 +213,7 @@ struct RawConfig {
     #[serde(default)]
     audiences: Vec<Spanned<AudienceConfig>>,
     #[serde(default)]
-    mappings: Vec<Spanned<toml::Table>>,
+    mappings: Vec<Spanned<Mapping>>,
 }
 
 /// The validated configuration.
@@ -241,8 +242,9 @@ pub struct Config {
     pub schedule: Schedule,
     /// Configured audiences.
     pub audiences: Vec<AudienceConfig>,
-    /// Mapping definitions (validated by `mapping`), at most 50.
-    pub mappings: Vec<toml::Table>,
+    /// The mappings (`[[mappings]]`, at most 50); the Segment destination's
+    /// defaults (track and identify audiences) when the file has none.
+    pub mappings: MappingSet,
 }
 
 impl Default for Config {
@@ -259,7 +261,7 @@ impl Default for Config {
             delete_processed_files: false,
             schedule: Schedule::default(),
             audiences: Vec::new(),
-            mappings: Vec::new(),
+            mappings: MappingSet::default(),
         }
     }
 }
@@ -414,11 +416,11 @@ impl Config {
             }
             cfg.audiences.push(a);
         }
-        if raw.mappings.len() > 50 {
-            let span = raw.mappings.get(50).map(|m| m.span());
-            return Err(err(span, "at most 50 mappings per destination".into()));
+        if !raw.mappings.is_empty() {
+            let span = raw.mappings.get(MAX_MAPPINGS).map(|m| m.span());
+            let list = raw.mappings.into_iter().map(Spanned::into_inner).collect();
+            cfg.mappings = MappingSet::new(list).map_err(|e| err(span, e.to_string()))?;
         }
-        cfg.mappings = raw.mappings.into_iter().map(Spanned::into_inner).collect();
         Ok(cfg)
     }
 
@@ -654,6 +656,16 @@ country_code = "US"
         assert!(parse("listen = \"0.0.0.0:8787\"").is_err());
         let c = parse("listen = \"0.0.0.0:8787\"\nallow_non_loopback = true").unwrap();
         assert!(!c.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn mappings_are_validated_with_their_line() {
+        let c = parse("[[mappings]]\ntrigger = 'event = \"Joined\"'\n").unwrap();
+        assert_eq!(c.mappings.mappings().len(), 1);
+        let e = parse("region = \"NA\"\n[[mappings]]\ntrigger = 'event = '\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = parse("[[mappings]]\nbatch_size = 10\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 
     #[test]

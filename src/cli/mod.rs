@@ -1,6 +1,7 @@
 //! Command-line interface. Exit codes (DESIGN.md 4.9): 0 ok, 1 runtime
 //! failure, 2 usage or configuration error.
 
+mod config_cmd;
 mod normalize;
 
 use std::process::ExitCode;
@@ -22,6 +23,9 @@ enum Command {
     ///
     /// "Why is my match rate low?" starts here: see what a value becomes before it is hashed.
     Normalize(normalize::Args),
+    /// Check the configuration file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
 }
 
 /// Parses the command line and runs the command.
@@ -36,5 +40,6 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Normalize(args) => normalize::run(args),
+        Command::Config(cmd) => config_cmd::run(cmd),
     }
 }
