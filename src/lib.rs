@@ -4,6 +4,7 @@
 //! Layers (each depends only on those below it): `mapping` → `pii` → `store`;
 //! `model` holds the shared, hash-only vocabulary. See ARCHITECTURE.md.
 
+pub mod agent;
 pub mod config;
 pub mod ingest;
 pub mod mapping;

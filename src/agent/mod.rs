@@ -1,0 +1,6 @@
+//! The agent's runtime pieces that sit above the library layers: the intake
+//! [`pipeline`] and the data-dir [`state`] (write key, admin token, where the
+//! running agent listens).
+
+pub mod pipeline;
+pub mod state;
