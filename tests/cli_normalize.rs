@@ -123,3 +123,105 @@ fn help_lists_examples() {
     assert!(s.contains("Examples:"), "{s}");
     assert!(s.contains("--ndjson"), "{s}");
 }
+
+// Regression tests for the first new-user review of `normalize`.
+
+#[test]
+fn ndjson_write_error_exits_1_not_0() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("SKIPPED: no /dev/full");
+        return;
+    };
+    let line = "{\"country\":\"US\",\"field\":\"email\",\"raw\":\"a@b.co\"}\n".repeat(5000);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("amc-sync"))
+        .args(["normalize", "--ndjson"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(full)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        let _ = stdin.write_all(line.as_bytes());
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn text_mode_write_error_does_not_panic() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("SKIPPED: no /dev/full");
+        return;
+    };
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("amc-sync"))
+        .args(["normalize", "--field", "email", "a@b.co"])
+        .stdout(full)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn unquoted_value_is_not_echoed_in_usage_errors() {
+    let out = amc()
+        .args(["normalize", "--field", "last_name", "Canary", "Secretname"])
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(!err.contains("Secretname"), "{err}");
+    assert!(err.contains("quote"), "{err}");
+}
+
+#[test]
+fn ndjson_bad_field_is_reported_without_its_value_and_other_lines_go_on() {
+    let input = "{\"field\":\"canary@secret.example\",\"raw\":\"x\"}\n{\"field\":\"zip\",\"raw\":\"94105\"}\n";
+    let out = amc()
+        .args(["normalize", "--ndjson"])
+        .write_stdin(input)
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("line 1"), "{err}");
+    assert!(!err.contains("canary"), "{err}");
+    let s = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(s.contains("\"normalized\":\"94105\""), "{s}");
+}
+
+#[test]
+fn ndjson_accepts_bom_numbers_null_and_default_country() {
+    let input = "\u{feff}{\"field\":\"zip\",\"country\":\"US\",\"raw\":94105}\n{\"field\":\"email\",\"raw\":null}\n{\"field\":\"phone\",\"raw\":\"020 7946 0958\"}\n";
+    let out = amc()
+        .args(["normalize", "--ndjson", "--country", "GB"])
+        .write_stdin(input)
+        .assert()
+        .success();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.get_output().stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines[0]["normalized"], "94105");
+    assert!(lines[1]["sha256"].is_null());
+    assert_eq!(lines[1]["omitted"], "empty_input");
+    assert_eq!(
+        lines[2]["normalized"], "442079460958",
+        "--country is the default"
+    );
+}
+
+#[test]
+fn value_dash_reads_from_stdin() {
+    let s = stdout(
+        amc()
+            .args(["normalize", "--field", "email", "-"])
+            .write_stdin("Jane@X.com\n"),
+    );
+    assert!(s.contains("normalized: jane@x.com"), "{s}");
+}

@@ -1,8 +1,10 @@
 //! Command-line interface. Exit codes (DESIGN.md 4.9): 0 ok, 1 runtime
 //! failure, 2 usage or configuration error.
 
+mod common;
 mod config_cmd;
 mod normalize;
+mod store_cmds;
 
 use std::process::ExitCode;
 
@@ -26,6 +28,14 @@ enum Command {
     /// Check the configuration file.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Show the agent, write key, queue per audience and dead letters.
+    Status(store_cmds::StatusArgs),
+    /// Inspect records that could not be queued or uploaded, with reason codes.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(store_cmds::DeadLettersCommand),
+    /// List or create local audiences.
+    #[command(subcommand)]
+    Audiences(store_cmds::AudiencesCommand),
 }
 
 /// Parses the command line and runs the command.
@@ -34,12 +44,35 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
+            if e.use_stderr() && is_normalize_invocation() {
+                // clap quotes the offending argument, which for `normalize`
+                // may be PII (an unquoted value split in two): say what is
+                // wrong without repeating it.
+                eprintln!(
+                    "error: {} (values are not repeated here; quote a VALUE that contains \
+                     spaces, put `--` before one that starts with `-`, or pass `-` to read it \
+                     from stdin)\n\nFor more information, try 'amc-sync normalize --help'.",
+                    e.kind().as_str().unwrap_or("invalid arguments")
+                );
+            } else {
+                let _ = e.print();
+            }
             return ExitCode::from(code);
         }
     };
     match cli.command {
         Command::Normalize(args) => normalize::run(args),
         Command::Config(cmd) => config_cmd::run(cmd),
+        Command::Status(args) => store_cmds::status(args),
+        Command::DeadLetters(cmd) => store_cmds::dead_letters(cmd),
+        Command::Audiences(cmd) => store_cmds::audiences(cmd),
     }
+}
+
+/// True when the first non-option argument is `normalize`.
+fn is_normalize_invocation() -> bool {
+    std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .is_some_and(|a| a == "normalize")
 }

@@ -295,12 +295,20 @@ pub fn sha256_hex(s: &str) -> String {
     out
 }
 
+/// The lowercased digest when `raw` is an already-hashed value: 64 hex
+/// characters, either case, surrounding whitespace ignored (a CRLF export
+/// leaves a `\r`; such a value must never be re-hashed — DESIGN.md 4.4).
+fn already_hashed(raw: &str) -> Option<String> {
+    let t = raw.trim_matches(text::is_py_space);
+    text::is_sha256_hex(t).then(|| t.to_ascii_lowercase())
+}
+
 /// Normalizes one raw value without hashing it: the string Amazon would hash,
 /// or `""` when the field would be omitted. Already-hashed input is returned
 /// lowercased.
 pub fn normalize_only(profile: Profile, field: Field, country: Country, raw: &str) -> String {
-    if text::is_sha256_hex(raw) {
-        return raw.to_ascii_lowercase();
+    if let Some(hex) = already_hashed(raw) {
+        return hex;
     }
     match profile {
         Profile::Amazon => match field {
@@ -326,8 +334,7 @@ pub fn normalize_only(profile: Profile, field: Field, country: Country, raw: &st
 /// record carries its own); it selects the state, postal, address and phone
 /// rules. Never panics, whatever the input.
 pub fn normalize(profile: Profile, field: Field, country: Country, raw: &str) -> Normalized {
-    if text::is_sha256_hex(raw) {
-        let lower = raw.to_ascii_lowercase();
+    if let Some(lower) = already_hashed(raw) {
         return Normalized::Value {
             normalized: lower.clone(),
             sha256: lower,
@@ -545,6 +552,23 @@ mod tests {
         for f in Field::ALL {
             let n = normalize(Profile::Amazon, f, Country::US, h);
             assert_eq!(n.sha256(), Some(h.to_ascii_lowercase().as_str()), "{f}");
+        }
+    }
+
+    #[test]
+    fn already_hashed_value_with_whitespace_or_cr_is_not_rehashed() {
+        let h = "31c5543c1734d25c7206f5fd591525d0295bec6fe84ff82f946a34fe970a1e66";
+        for raw in [
+            format!(" {h} "),
+            format!("{h}\r"),
+            format!("\t{}", h.to_uppercase()),
+        ] {
+            for p in [Profile::Amazon, Profile::Segment] {
+                for f in Field::ALL {
+                    let n = normalize(p, f, Country::US, &raw);
+                    assert_eq!(n.sha256(), Some(h), "{p} {f} {raw:?}");
+                }
+            }
         }
     }
 

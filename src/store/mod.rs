@@ -571,7 +571,8 @@ pub struct AckOutcome {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    lock: lock::LockFile,
+    /// The single-agent lock; `None` for a read-only handle.
+    lock: Option<lock::LockFile>,
     /// Local audience key → row id (audiences are only created through this
     /// `Store`, which holds the lock, so the cache cannot go stale).
     audience_ids: HashMap<String, i64>,
@@ -585,7 +586,7 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("path", &self.path)
-            .field("lock", &self.lock.path())
+            .field("lock", &self.lock.as_ref().map(lock::LockFile::path))
             .field("last_seq", &self.last_seq)
             .field("commits", &self.commits)
             .finish_non_exhaustive()
@@ -630,7 +631,45 @@ impl Store {
         Ok(Store {
             conn,
             path,
-            lock,
+            lock: Some(lock),
+            audience_ids: HashMap::new(),
+            last_seq,
+            commits: 0,
+        })
+    }
+
+    /// Opens an existing database read-only, without taking the agent lock,
+    /// so `amc-sync status` and friends can read while an agent runs (WAL
+    /// readers never block the writer). Every write method fails with
+    /// [`StoreError::Sqlite`] (read-only database).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when the file does not exist or is not a store;
+    /// [`StoreError::SchemaTooNew`] for a database of a newer build.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = i64::try_from(schema::MIGRATIONS.len()).unwrap_or(i64::MAX);
+        if version > known {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: known,
+            });
+        }
+        let last_seq: i64 = conn
+            .query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| {
+                r.get(0)
+            })
+            .unwrap_or(0);
+        Ok(Store {
+            conn,
+            path,
+            lock: None,
             audience_ids: HashMap::new(),
             last_seq,
             commits: 0,

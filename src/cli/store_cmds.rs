@@ -1,0 +1,330 @@
+//! `amc-sync status`, `dead-letters list`, `audiences list|create`: read and
+//! manage the local store.
+
+use std::process::ExitCode;
+
+use amc_sync::agent::state::DB_FILE;
+use amc_sync::config::{CURRENCIES, MAX_TTL_SECS};
+use amc_sync::pii::Country;
+use amc_sync::store::{DeadLetterFilter, NewAudience, Store, Target};
+use serde_json::json;
+
+use super::common::{Common, Failure, finish, open_store, open_store_for_read};
+
+/// `amc-sync status`
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Shows the write key, listen address, queue and dead letters.
+pub fn status(args: StatusArgs) -> ExitCode {
+    finish(status_inner(&args))
+}
+
+fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
+    let (cfg, cfg_source) = args.common.load_config()?;
+    let data_dir = args.common.data_dir()?;
+    let state = args.common.state(&data_dir)?;
+    let opened = open_store_for_read(&data_dir)?;
+    let (pending, dead, audiences, agent_pid) = match &opened {
+        Some((store, pid)) => (
+            store.pending_counts().map_err(rt)?,
+            store.dead_letter_counts().map_err(rt)?,
+            store.audiences().map_err(rt)?,
+            *pid,
+        ),
+        None => Default::default(),
+    };
+    let listen = state
+        .listen_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", cfg.listen));
+    if args.json {
+        let v = json!({
+            "dataDir": data_dir.display().to_string(),
+            "database": data_dir.join(DB_FILE).display().to_string(),
+            "config": cfg_source.map(|p| p.display().to_string()),
+            "agentRunning": agent_pid.is_some(),
+            "agentPid": agent_pid.filter(|p| *p != 0),
+            "writeKey": state.write_key,
+            "listen": listen,
+            "region": cfg.region.as_str(),
+            "profile": cfg.profile.as_str(),
+            "pending": pending,
+            "pendingTotal": pending.values().sum::<u64>(),
+            "deadLetters": dead,
+            "deadLettersTotal": dead.values().sum::<u64>(),
+            "audiences": audiences.iter().map(|a| json!({
+                "key": a.key, "audienceId": a.audience_id, "countryCode": a.country_code,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("AMC Sync — data dir {}", data_dir.display());
+    match agent_pid {
+        Some(p) if p != 0 => println!("agent:       running (pid {p})"),
+        Some(_) => println!("agent:       running"),
+        None => println!("agent:       not running (start it with `amc-sync run`)"),
+    }
+    println!("listen:      {listen}  (Segment host for SDKs)");
+    println!("write key:   {}", state.write_key);
+    println!(
+        "region:      {}   profile: {}",
+        cfg.region.as_str(),
+        cfg.profile
+    );
+    println!(
+        "queue:       {} pending change(s)",
+        pending.values().sum::<u64>()
+    );
+    for a in &audiences {
+        println!(
+            "  {:<32} {:>10} pending   amazon audienceId: {}",
+            a.key,
+            pending.get(&a.key).copied().unwrap_or(0),
+            a.audience_id.as_deref().unwrap_or("(not created yet)")
+        );
+    }
+    let total_dead: u64 = dead.values().sum();
+    println!("dead letters: {total_dead}");
+    for (reason, n) in &dead {
+        println!("  {reason:<32} {n:>10}");
+    }
+    if total_dead > 0 {
+        println!("  (details: amc-sync dead-letters list)");
+    }
+    Ok(())
+}
+
+fn rt(e: impl std::fmt::Display) -> Failure {
+    Failure::runtime(e.to_string())
+}
+
+/// `amc-sync dead-letters …`
+#[derive(Debug, clap::Subcommand)]
+pub enum DeadLettersCommand {
+    /// List dead letters (newest last): reason code, source, message, hashed payload.
+    List {
+        #[command(flatten)]
+        common: Common,
+        /// Only this reason code (e.g. consent_required).
+        #[arg(long)]
+        reason: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print JSON (one array).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a dead-letters subcommand.
+pub fn dead_letters(cmd: DeadLettersCommand) -> ExitCode {
+    let DeadLettersCommand::List {
+        common,
+        reason,
+        limit,
+        json,
+    } = cmd;
+    finish((|| {
+        let data_dir = common.data_dir()?;
+        let Some((store, _)) = open_store_for_read(&data_dir)? else {
+            if json {
+                println!("[]");
+            } else {
+                println!("no dead letters (no database yet)");
+            }
+            return Ok(());
+        };
+        let filter = DeadLetterFilter {
+            reason,
+            limit: limit.clamp(1, 100_000),
+            ..Default::default()
+        };
+        let list = store.dead_letters(&filter).map_err(rt)?;
+        if json {
+            println!("{}", serde_json::to_string(&list).map_err(rt)?);
+            return Ok(());
+        }
+        if list.is_empty() {
+            println!("no dead letters");
+        }
+        for d in &list {
+            let p = d.payload.as_ref();
+            println!(
+                "#{:<6} {:<28} {:<6} {}{}{}",
+                d.id,
+                d.reason,
+                d.source.as_str(),
+                d.message,
+                p.and_then(|p| p.line)
+                    .map_or(String::new(), |l| format!("  (line {l})")),
+                p.and_then(|p| p.external_user_id.as_deref())
+                    .map_or(String::new(), |u| format!("  externalUserId {u}")),
+            );
+        }
+        Ok(())
+    })())
+}
+
+/// `amc-sync audiences …`
+#[derive(Debug, clap::Subcommand)]
+pub enum AudiencesCommand {
+    /// List local audiences and their Amazon audienceIds.
+    List {
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a local audience; it is created at Amazon on its first upload.
+    Create(CreateArgs),
+}
+
+/// `amc-sync audiences create`
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["advertiser_id", "connection_id"])))]
+pub struct CreateArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Local key: the Segment computation_key or the CSV file's audience name.
+    #[arg(long)]
+    key: String,
+    /// Amazon DSP advertiser id (digits).
+    #[arg(long)]
+    advertiser_id: Option<String>,
+    /// AMC connection id.
+    #[arg(long)]
+    connection_id: Option<String>,
+    /// ISO 3166-1 alpha-2 country of the members.
+    #[arg(long)]
+    country: String,
+    /// Description (≤ 1,000 characters).
+    #[arg(long)]
+    description: String,
+    /// Amazon `externalAudienceId` (default: the key).
+    #[arg(long)]
+    external_audience_id: Option<String>,
+    /// Membership TTL in seconds (0–34,300,800).
+    #[arg(long)]
+    ttl: Option<u32>,
+    /// Audience fee, CPM in cents (needs --currency).
+    #[arg(long, requires = "currency")]
+    cpm_cents: Option<u32>,
+    /// Fee currency (AED AUD CAD CNY EUR GBP INR JPY MXN SAR SEK TRY USD).
+    #[arg(long, requires = "cpm_cents")]
+    currency: Option<String>,
+    /// Print the created audience as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs an audiences subcommand.
+pub fn audiences(cmd: AudiencesCommand) -> ExitCode {
+    match cmd {
+        AudiencesCommand::List { common, json } => finish((|| {
+            let data_dir = common.data_dir()?;
+            let list = match open_store_for_read(&data_dir)? {
+                Some((s, _)) => s.audiences().map_err(rt)?,
+                None => Vec::new(),
+            };
+            if json {
+                println!("{}", serde_json::to_string(&list).map_err(rt)?);
+                return Ok(());
+            }
+            if list.is_empty() {
+                println!(
+                    "no audiences yet (they are created from the config, from Segment audience_settings, or with `amc-sync audiences create`)"
+                );
+            }
+            for a in &list {
+                let target = match &a.target {
+                    Target::AdvertiserId(id) => format!("advertiserId {id}"),
+                    Target::ConnectionId(c) => format!("connectionId {c}"),
+                };
+                println!(
+                    "{:<32} {:<3} {:<36} audienceId {}",
+                    a.key,
+                    a.country_code,
+                    target,
+                    a.audience_id.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        })()),
+        AudiencesCommand::Create(args) => finish(create(args)),
+    }
+}
+
+fn create(a: CreateArgs) -> Result<(), Failure> {
+    let country = Country::parse(&a.country).map_err(|_| {
+        Failure::usage(format!(
+            "--country {:?}: not an ISO 3166-1 alpha-2 code",
+            a.country
+        ))
+    })?;
+    if let Some(id) = &a.advertiser_id
+        && (id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(Failure::usage("--advertiser-id must be digits"));
+    }
+    if a.description.chars().count() > 1000 {
+        return Err(Failure::usage(
+            "--description must be at most 1,000 characters",
+        ));
+    }
+    if a.ttl.is_some_and(|t| u64::from(t) > MAX_TTL_SECS) {
+        return Err(Failure::usage(format!(
+            "--ttl must be 0–{MAX_TTL_SECS} seconds"
+        )));
+    }
+    if let Some(c) = &a.currency
+        && !CURRENCIES.contains(&c.as_str())
+    {
+        return Err(Failure::usage(format!(
+            "--currency {c:?}: Amazon accepts {}",
+            CURRENCIES.join(" ")
+        )));
+    }
+    let target = match (a.advertiser_id, a.connection_id) {
+        (Some(id), _) => Target::AdvertiserId(id),
+        (None, Some(c)) => Target::ConnectionId(c),
+        (None, None) => {
+            return Err(Failure::usage(
+                "--advertiser-id or --connection-id is required",
+            ));
+        }
+    };
+    let data_dir = a.common.data_dir()?;
+    let mut store: Store = open_store(&data_dir)?;
+    let new = NewAudience {
+        key: a.key,
+        country_code: country.as_str().to_string(),
+        description: a.description,
+        target,
+        external_audience_id: a.external_audience_id,
+        ttl_secs: a.ttl,
+        cpm_cents: a.cpm_cents,
+        currency: a.currency,
+    };
+    let created = store
+        .create_audience(&new)
+        .map_err(|e| Failure::usage(format!("cannot create audience: {e}")))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&created).map_err(rt)?);
+    } else {
+        println!(
+            "created local audience {:?} ({}); it is created at Amazon on its first upload",
+            created.key, created.country_code
+        );
+    }
+    Ok(())
+}

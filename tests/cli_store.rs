@@ -1,0 +1,108 @@
+//! `amc-sync status`, `audiences`, `dead-letters` on a real data dir.
+
+use assert_cmd::Command;
+
+fn amc(data: &std::path::Path) -> Command {
+    let mut c = Command::cargo_bin("amc-sync").expect("binary");
+    c.env_remove("AMC_SYNC_CONFIG")
+        .env("AMC_SYNC_DATA_DIR", data)
+        .env("HOME", data); // no user config file is read
+    c
+}
+
+fn json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.assert().success();
+    serde_json::from_slice(&out.get_output().stdout).expect("json output")
+}
+
+#[test]
+fn first_status_creates_a_write_key_that_stays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = json(amc(dir.path()).args(["status", "--json"]));
+    let key = a["writeKey"].as_str().expect("write key").to_string();
+    assert_eq!(key.len(), 32);
+    assert_eq!(a["agentRunning"], false);
+    assert_eq!(a["pendingTotal"], 0);
+    let b = json(amc(dir.path()).args(["status", "--json"]));
+    assert_eq!(b["writeKey"], key.as_str());
+}
+
+#[test]
+fn audiences_create_then_list_keeps_big_advertiser_ids_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    amc(dir.path())
+        .args([
+            "audiences",
+            "create",
+            "--key",
+            "vip",
+            "--advertiser-id",
+            "123456789012345678901",
+            "--country",
+            "de",
+            "--description",
+            "VIP customers",
+            "--ttl",
+            "86400",
+        ])
+        .assert()
+        .success();
+    let list = json(amc(dir.path()).args(["audiences", "list", "--json"]));
+    assert_eq!(list[0]["key"], "vip");
+    assert_eq!(list[0]["country_code"], "DE");
+    assert_eq!(list[0]["target"]["advertiser_id"], "123456789012345678901");
+    // Same key again: a clear usage error.
+    amc(dir.path())
+        .args([
+            "audiences",
+            "create",
+            "--key",
+            "vip",
+            "--connection-id",
+            "c",
+            "--country",
+            "US",
+            "--description",
+            "x",
+        ])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn audiences_create_validates_before_touching_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for bad in [
+        vec!["--advertiser-id", "12x", "--country", "US"],
+        vec!["--advertiser-id", "1", "--country", "XX"],
+        vec![
+            "--advertiser-id",
+            "1",
+            "--country",
+            "US",
+            "--cpm-cents",
+            "5",
+            "--currency",
+            "BTC",
+        ],
+        vec![
+            "--advertiser-id",
+            "1",
+            "--country",
+            "US",
+            "--ttl",
+            "34300801",
+        ],
+    ] {
+        let mut args = vec!["audiences", "create", "--key", "k", "--description", "d"];
+        args.extend(bad);
+        amc(dir.path()).args(&args).assert().code(2);
+    }
+}
+
+#[test]
+fn dead_letters_list_on_an_empty_data_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v = json(amc(dir.path()).args(["dead-letters", "list", "--json"]));
+    assert_eq!(v, serde_json::json!([]));
+}
