@@ -3,4 +3,5 @@
 //! running agent listens).
 
 pub mod pipeline;
+pub mod runtime;
 pub mod state;

@@ -3,7 +3,9 @@
 
 mod common;
 mod config_cmd;
+mod logging;
 mod normalize;
+mod run;
 mod store_cmds;
 
 use std::process::ExitCode;
@@ -21,6 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent: Segment-compatible HTTP intake and the watched drop folder.
+    Run(run::Args),
     /// Normalize and hash PII exactly as AMC Sync uploads it (no data is stored or sent).
     ///
     /// "Why is my match rate low?" starts here: see what a value becomes before it is hashed.
@@ -61,6 +65,7 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Run(args) => run::run(args),
         Command::Normalize(args) => normalize::run(args),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Status(args) => store_cmds::status(args),

@@ -3,3 +3,5 @@
 //! arrive with their issue.
 
 pub mod file;
+pub mod folder;
+pub mod http;

@@ -1,0 +1,231 @@
+//! The running agent (`amc-sync run`): one store (locked per data dir), the
+//! Segment-compatible HTTP intake and the watched drop folder, sharing one
+//! [`Pipeline`]. Uploading to Amazon joins with the sync issue.
+//!
+//! Start-up order: data dir → state (write key) → store lock (a second agent
+//! on the same data dir gets [`AgentError::Locked`]) → writer thread →
+//! pipeline → listener → drop folder. Shutdown reverses it: stop accepting,
+//! finish in-flight requests (each is acknowledged only after its commit),
+//! stop the folder after its current chunk, then close the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::agent::pipeline::Pipeline;
+use crate::agent::state::{AgentState, DB_FILE, StateError};
+use crate::config::Config;
+use crate::ingest::folder::{self, FolderError, FolderOptions};
+use crate::ingest::http::{self, HttpState};
+use crate::store::{Store, StoreError, Writer};
+
+/// What `amc-sync run` and the tests configure.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The validated configuration.
+    pub config: Config,
+    /// The data dir (created if missing).
+    pub data_dir: PathBuf,
+    /// Overrides the drop folder (`--drop-dir`).
+    pub drop_dir: Option<PathBuf>,
+    /// Overrides the write key (`--write-key`); it is saved as the data dir's key.
+    pub write_key: Option<String>,
+    /// Watch the drop folder (default true).
+    pub watch_folder: bool,
+    /// Overrides the drop folder's settle time (tests use short ones).
+    pub folder_settle: Option<std::time::Duration>,
+}
+
+impl RunOptions {
+    /// Options with defaults for `config` and `data_dir`.
+    pub fn new(config: Config, data_dir: PathBuf) -> RunOptions {
+        RunOptions {
+            config,
+            data_dir,
+            drop_dir: None,
+            write_key: None,
+            watch_folder: true,
+            folder_settle: None,
+        }
+    }
+}
+
+/// Why the agent could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Another agent holds this data dir.
+    #[error("another AMC Sync agent{} is running on {}", .pid.map_or(String::new(), |p| format!(" (pid {p})")), .data_dir.display())]
+    Locked {
+        /// Its process id, when known.
+        pid: Option<u32>,
+        /// The data dir.
+        data_dir: PathBuf,
+    },
+    /// The store failed.
+    #[error("database: {0}")]
+    Store(StoreError),
+    /// The state file failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The drop folder could not be set up.
+    #[error("drop folder: {0}")]
+    Folder(#[from] FolderError),
+    /// A file-system or network error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An invalid option.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl AgentError {
+    /// True for errors the user fixes by changing how the agent is started
+    /// (CLI exit code 2); others are runtime failures (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, AgentError::Locked { .. } | AgentError::Invalid(_))
+    }
+}
+
+/// An opened agent, ready to [`Agent::serve`].
+pub struct Agent {
+    data_dir: PathBuf,
+    state: AgentState,
+    writer: Writer,
+    pipeline: Arc<Pipeline>,
+    folder: Option<FolderOptions>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// Opens the data dir: state, store (locked), writer, pipeline.
+    ///
+    /// # Errors
+    /// [`AgentError::Locked`] when another agent runs on the data dir; store,
+    /// state or I/O errors.
+    pub fn open(opts: RunOptions) -> Result<Agent, AgentError> {
+        let data_dir = opts.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| AgentError::Io {
+            context: format!("cannot create data dir {}", data_dir.display()),
+            source,
+        })?;
+        let mut state = AgentState::load_or_create(&data_dir)?;
+        if let Some(key) = opts.write_key.as_deref() {
+            if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_control()) {
+                return Err(AgentError::Invalid(
+                    "--write-key must be 1–256 printable characters".into(),
+                ));
+            }
+            state.write_key = key.to_string();
+        }
+        let store = Store::open(data_dir.join(DB_FILE)).map_err(|e| match e {
+            StoreError::Locked { pid, .. } => AgentError::Locked {
+                pid,
+                data_dir: data_dir.clone(),
+            },
+            other => AgentError::Store(other),
+        })?;
+        let writer = Writer::spawn(store).map_err(AgentError::Store)?;
+        let pipeline =
+            Arc::new(Pipeline::new(&opts.config, writer.handle()).map_err(AgentError::Store)?);
+        let folder = opts.watch_folder.then(|| {
+            let mut f = FolderOptions::from_config(&opts.config, &data_dir);
+            if let Some(d) = &opts.drop_dir {
+                f.dir.clone_from(d);
+            }
+            if let Some(s) = opts.folder_settle {
+                f.settle = s;
+            }
+            f
+        });
+        Ok(Agent {
+            data_dir,
+            state,
+            writer,
+            pipeline,
+            folder,
+        })
+    }
+
+    /// The Segment write key clients must send.
+    pub fn write_key(&self) -> &str {
+        &self.state.write_key
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The watched drop folder, when enabled.
+    pub fn drop_dir(&self) -> Option<&Path> {
+        self.folder.as_ref().map(|f| f.dir.as_path())
+    }
+
+    /// The shared intake pipeline.
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        self.pipeline.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops cleanly. Records the
+    /// listen address and pid in `agent.json` while running.
+    ///
+    /// # Errors
+    /// Folder set-up, state file, or server errors.
+    pub async fn serve(
+        mut self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AgentError> {
+        let addr: SocketAddr = listener.local_addr().map_err(|source| AgentError::Io {
+            context: "cannot read the listen address".into(),
+            source,
+        })?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let folder_thread = match self.folder.clone() {
+            Some(f) => Some(folder::spawn(self.pipeline.clone(), f, stop_rx)?),
+            None => None,
+        };
+        self.state.listen_url = Some(format!("http://{addr}"));
+        self.state.pid = Some(std::process::id());
+        self.state.save(&self.data_dir)?;
+        tracing::info!(listen = %addr, "intake listening");
+        let router = http::router(HttpState {
+            pipeline: self.pipeline.clone(),
+            write_key: Arc::from(self.state.write_key.as_str()),
+        });
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        if let Some(t) = folder_thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        self.state.listen_url = None;
+        self.state.pid = None;
+        let saved = self.state.save(&self.data_dir);
+        drop(self.pipeline);
+        if let Err(e) = self.writer.shutdown() {
+            tracing::warn!(error = %e, "closing the database");
+        }
+        served.map_err(|source| AgentError::Io {
+            context: "HTTP server".into(),
+            source,
+        })?;
+        saved?;
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! `amc-sync run`: the agent (HTTP intake + drop folder; uploads arrive with
+//! the sync issue).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use amc_sync::agent::runtime::{Agent, RunOptions};
+
+use super::common::{Common, Failure, finish};
+use super::logging::{self, LogFormat};
+
+/// `amc-sync run`
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Point Segment SDKs at the printed address (their `host` option) with the printed write key,
+or drop NDJSON / JSON / CSV files into the drop folder. Stop with Ctrl+C (or SIGTERM):
+requests in flight finish and are committed first.")]
+pub struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Listen address of the Segment-compatible intake (overrides the config; default
+    /// 127.0.0.1:8787; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Watched drop folder (overrides the config; default <data dir>/drop).
+    #[arg(long, value_name = "DIR")]
+    drop_dir: Option<PathBuf>,
+    /// Do not watch a drop folder.
+    #[arg(long, conflicts_with = "drop_dir")]
+    no_drop_folder: bool,
+    /// Amazon Ads API base URL (overrides the region's host; e.g. the sandbox).
+    #[arg(long, value_name = "URL")]
+    api_base_url: Option<String>,
+    /// Segment write key clients must send (default: the data dir's generated key).
+    #[arg(long, value_name = "KEY")]
+    write_key: Option<String>,
+    /// Log format on stderr and in the log files.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// Runs the agent until Ctrl+C / SIGTERM.
+pub fn run(args: Args) -> ExitCode {
+    finish(run_inner(args))
+}
+
+fn run_inner(args: Args) -> Result<(), Failure> {
+    let (mut cfg, _) = args.common.load_config()?;
+    if let Some(l) = args.listen {
+        if !l.ip().is_loopback() && !cfg.allow_non_loopback {
+            return Err(Failure::usage(format!(
+                "--listen {l}: a non-loopback address exposes the intake to the network; \
+                 set allow_non_loopback = true in the config to confirm"
+            )));
+        }
+        cfg.listen = l;
+    }
+    if let Some(u) = args.api_base_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(Failure::usage(
+                "--api-base-url must be an http:// or https:// URL",
+            ));
+        }
+        cfg.api_base_url = Some(u.trim_end_matches('/').to_string());
+    }
+    let data_dir = args.common.data_dir()?;
+    let (_guard, warning) = logging::init(args.log_format, Some(&data_dir.join("logs")));
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    if !cfg.listen.ip().is_loopback() {
+        tracing::warn!(listen = %cfg.listen, "listening on a non-loopback address without TLS");
+    }
+    let listen = cfg.listen;
+    let mut opts = RunOptions::new(cfg, data_dir);
+    opts.drop_dir = args.drop_dir;
+    opts.write_key = args.write_key;
+    opts.watch_folder = !args.no_drop_folder;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let agent = Agent::open(opts).map_err(|e| {
+            if e.is_usage() {
+                Failure::usage(e.to_string())
+            } else {
+                Failure::runtime(e.to_string())
+            }
+        })?;
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+            Failure::usage(format!("cannot listen on {listen}: {e} (use --listen to pick another address)"))
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        println!("AMC Sync agent running (pid {})", std::process::id());
+        println!("  intake:      http://{addr}   (Segment `host`; write key {})", agent.write_key());
+        if let Some(d) = agent.drop_dir() {
+            println!("  drop folder: {}", d.display());
+        }
+        println!("  data dir:    {}", agent.data_dir().display());
+        println!("  uploads:     not yet (the sync engine is a separate issue); `amc-sync status` shows the queue");
+        println!("Press Ctrl+C to stop.");
+        agent
+            .serve(listener, shutdown_signal())
+            .await
+            .map_err(|e| Failure::runtime(e.to_string()))
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = ctrl_c => {},
+            () = term => {},
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}
