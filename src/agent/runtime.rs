@@ -92,6 +92,31 @@ impl AgentError {
     }
 }
 
+/// How long `messageId`s are remembered for deduplication (client retries
+/// arrive within minutes; Segment retries for up to a day): 7 days.
+pub const DEDUP_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Forgets `messageId`s older than [`DEDUP_WINDOW_MS`], hourly.
+async fn prune_seen_messages(writer: crate::store::WriterHandle) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let w = writer.clone();
+        let pruned = tokio::task::spawn_blocking(move || {
+            w.call(move |s| s.prune_seen_messages(now - DEDUP_WINDOW_MS))
+        })
+        .await;
+        match pruned {
+            Ok(Ok(n)) if n > 0 => tracing::info!(pruned = n, "forgot old messageIds"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning messageIds"),
+            _ => {}
+        }
+    }
+}
+
 /// An opened agent, ready to [`Agent::serve`].
 pub struct Agent {
     data_dir: PathBuf,
@@ -202,6 +227,7 @@ impl Agent {
         self.state.pid = Some(std::process::id());
         self.state.save(&self.data_dir)?;
         tracing::info!(listen = %addr, "intake listening");
+        let pruner = tokio::spawn(prune_seen_messages(self.writer.handle()));
         let router = http::router(HttpState {
             pipeline: self.pipeline.clone(),
             write_key: Arc::from(self.state.write_key.as_str()),
@@ -210,6 +236,7 @@ impl Agent {
             .with_graceful_shutdown(shutdown)
             .await;
         tracing::info!("shutting down");
+        pruner.abort();
         let _ = stop_tx.send(true);
         if let Some(t) = folder_thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;

@@ -3,6 +3,7 @@
 
 mod common;
 mod config_cmd;
+mod ingest;
 mod logging;
 mod normalize;
 mod run;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the agent: Segment-compatible HTTP intake and the watched drop folder.
     Run(run::Args),
+    /// Ingest NDJSON / JSON / CSV files once, with a progress bar (files are not moved).
+    Ingest(ingest::Args),
     /// Normalize and hash PII exactly as AMC Sync uploads it (no data is stored or sent).
     ///
     /// "Why is my match rate low?" starts here: see what a value becomes before it is hashed.
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Ingest(args) => ingest::run(args),
         Command::Normalize(args) => normalize::run(args),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Status(args) => store_cmds::status(args),
