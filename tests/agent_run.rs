@@ -13,6 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CANARY_EMAIL: &str = "canary.7f3e9b@pii-canary.example";
+/// A canary phone number (raw) and its normalized E.164 digits: neither may be stored.
+const CANARY_PHONE: &str = "+1 (415) 555-0142";
+const CANARY_PHONE_DIGITS: &str = "14155550142";
 
 struct AgentProc {
     child: Child,
@@ -195,6 +198,8 @@ fn official_python_client_delivers_engage_traffic_and_canary_never_stored() {
     assert_eq!(s["deadLettersTotal"], 0, "{s}");
     agent.stop();
     assert_no_canary(dir.path(), CANARY_EMAIL);
+    assert_no_canary(dir.path(), CANARY_PHONE);
+    assert_no_canary(dir.path(), CANARY_PHONE_DIGITS);
 }
 
 #[test]
