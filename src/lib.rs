@@ -11,3 +11,4 @@ pub mod mapping;
 pub mod model;
 pub mod pii;
 pub mod store;
+pub mod sync;
