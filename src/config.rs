@@ -128,20 +128,33 @@ pub struct DigitsId(pub String);
 
 impl<'de> Deserialize<'de> for DigitsId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DigitsId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a positive whole number (write ids above 9223372036854775807 as a quoted string)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<DigitsId, E> {
+                self.visit_str(&n.to_string())
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<DigitsId, E> {
+                if n < 0 {
+                    return Err(E::custom("must be a positive whole number"));
+                }
+                self.visit_str(&n.to_string())
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<DigitsId, E> {
+                let s = s.trim();
+                if s.is_empty() || s.len() > 39 || !s.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(E::custom("must be 1–39 digits"));
+                }
+                if s.bytes().all(|b| b == b'0') {
+                    return Err(E::custom("must not be 0"));
+                }
+                Ok(DigitsId(s.to_string()))
+            }
         }
-        let s = match Raw::deserialize(d)? {
-            Raw::Int(n) => n.to_string(),
-            Raw::Str(s) => s,
-        };
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(serde::de::Error::custom("must be a number (digits only)"));
-        }
-        Ok(DigitsId(s))
+        d.deserialize_any(V)
     }
 }
 
@@ -266,9 +279,9 @@ impl Default for Config {
     }
 }
 
-/// A configuration error with its position in the file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{origin}:{line}:{column}: {message}")]
+/// A configuration error with its position in the file. Displays as
+/// `file:line:column: message`, or `file: message` when not tied to a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The file (or `<string>`) the error is in.
     pub origin: String,
@@ -279,6 +292,22 @@ pub struct ConfigError {
     /// What is wrong and, where possible, how to fix it.
     pub message: String,
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.origin, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.origin, self.line, self.column, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Keys that would hold secrets: refused, with a pointer to `amc-sync login`.
 const SECRET_KEYS: &[&str] = &[
@@ -482,10 +511,10 @@ fn validate_audience(a: &AudienceConfig) -> Result<(), String> {
         || !a
             .key
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
     {
         return Err(format!(
-            "audience key {:?} must be 1–128 characters of letters, digits, _ - .",
+            "audience key {:?} must be 1–128 characters of letters, digits, _ - . :",
             a.key
         ));
     }

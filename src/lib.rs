@@ -5,10 +5,12 @@
 //! `model` holds the shared, hash-only vocabulary. See ARCHITECTURE.md.
 
 pub mod agent;
+pub mod amazon;
 pub mod config;
 pub mod ingest;
 pub mod mapping;
 pub mod model;
 pub mod pii;
+pub mod sandbox;
 pub mod store;
 pub mod sync;

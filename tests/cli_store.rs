@@ -16,15 +16,50 @@ fn json(cmd: &mut Command) -> serde_json::Value {
 }
 
 #[test]
-fn first_status_creates_a_write_key_that_stays() {
+fn status_on_a_fresh_data_dir_creates_nothing() {
+    // Regression: a mistyped --data-dir used to create a new data dir and write key.
     let dir = tempfile::tempdir().expect("tempdir");
-    let a = json(amc(dir.path()).args(["status", "--json"]));
-    let key = a["writeKey"].as_str().expect("write key").to_string();
-    assert_eq!(key.len(), 32);
-    assert_eq!(a["agentRunning"], false);
-    assert_eq!(a["pendingTotal"], 0);
-    let b = json(amc(dir.path()).args(["status", "--json"]));
-    assert_eq!(b["writeKey"], key.as_str());
+    let data = dir.path().join("typo");
+    let v = json(amc(&data).args(["status", "--json"]));
+    assert_eq!(v["initialized"], false);
+    assert_eq!(v["agentRunning"], false);
+    assert!(!data.exists(), "status must not create the data dir");
+}
+
+#[test]
+fn status_reads_beside_the_lock_without_taking_it() {
+    // Regression: `status` took the agent's exclusive lock, so an agent
+    // starting during a status loop failed with "another agent is running".
+    let dir = tempfile::tempdir().expect("tempdir");
+    amc(dir.path())
+        .args([
+            "audiences",
+            "create",
+            "--key",
+            "k",
+            "--advertiser-id",
+            "1",
+            "--country",
+            "US",
+            "--description",
+            "d",
+        ])
+        .assert()
+        .success();
+    std::fs::write(
+        dir.path().join("agent.json"),
+        r#"{"writeKey":"abc","adminToken":"def"}"#,
+    )
+    .expect("state");
+    // Hold the lock like a running agent would.
+    let store = amc_sync::store::Store::open(dir.path().join("amc-sync.db")).expect("lock");
+    let v = json(amc(dir.path()).args(["status", "--json"]));
+    assert_eq!(v["agentRunning"], true);
+    assert_eq!(v["writeKey"], "abc");
+    assert_eq!(v["pending"]["k"], 0);
+    drop(store);
+    let v = json(amc(dir.path()).args(["status", "--json"]));
+    assert_eq!(v["agentRunning"], false);
 }
 
 #[test]

@@ -197,3 +197,106 @@ fn dropping_the_shutdown_sender_stops_the_watcher() {
     h.join().expect("join");
     assert!(t.elapsed() < Duration::from_secs(2));
 }
+
+/// Actions of the pending `vip` changes.
+fn pending_actions(env: &Env) -> Vec<amc_sync::model::Action> {
+    env.writer
+        .handle()
+        .call(|s| s.pending_batch("vip", 100_000, 0))
+        .expect("batch")
+        .into_iter()
+        .map(|r| r.action)
+        .collect()
+}
+
+#[test]
+fn redropped_and_renamed_copies_of_a_file_are_each_read() {
+    // Regression: the fingerprint ignored the file name and a `done` file was
+    // skipped, so `vip.remove.csv` (a copy with the same mtime and content as
+    // `vip.csv`) silently queued nothing.
+    let env = env();
+    let o = opts(&env.drop);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let handle = folder::spawn(env.pipeline.clone(), o, rx).expect("spawn");
+    let original = env.drop.parent().expect("parent").join("list.csv");
+    std::fs::write(&original, csv(0..20)).expect("write");
+    let copy_in = |name: &str| {
+        let tmp = env.drop.join(format!(".{name}.tmp"));
+        std::fs::copy(&original, &tmp).expect("copy");
+        let mtime = std::fs::metadata(&original)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .and_then(|f| f.set_modified(mtime))
+            .expect("keep mtime");
+        std::fs::rename(&tmp, env.drop.join(name)).expect("rename");
+    };
+    copy_in("vip.csv");
+    wait_for("vip.csv processed", Duration::from_secs(20), || {
+        env.drop.join("processed/vip.csv").exists()
+    });
+    assert_eq!(pending(&env), 20);
+    copy_in("vip.remove.csv");
+    wait_for("vip.remove.csv processed", Duration::from_secs(20), || {
+        env.drop.join("processed/vip.remove.csv").exists()
+    });
+    let actions = pending_actions(&env);
+    assert_eq!(actions.len(), 20);
+    assert!(
+        actions
+            .iter()
+            .all(|a| *a == amc_sync::model::Action::Delete),
+        "{actions:?}"
+    );
+    // The same file dropped again (identical name, content and mtime) is read again.
+    copy_in("vip.csv");
+    wait_for(
+        "vip.csv re-dropped and processed",
+        Duration::from_secs(20),
+        || !env.drop.join("vip.csv").exists(),
+    );
+    let actions = pending_actions(&env);
+    assert!(
+        actions
+            .iter()
+            .all(|a| *a == amc_sync::model::Action::Create),
+        "{actions:?}"
+    );
+    stop(&tx, handle);
+}
+
+#[test]
+fn a_file_that_grows_after_a_pause_loses_no_rows() {
+    // Regression: a producer pausing longer than the settle time, then writing
+    // on through its open handle, had the rest of its rows lost: the file was
+    // moved to processed/ half-read and never looked at again.
+    let env = env();
+    let o = opts(&env.drop);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let handle = folder::spawn(env.pipeline.clone(), o, rx).expect("spawn");
+    let path = env.drop.join("vip.csv");
+    let all = csv(0..400);
+    let cut = all[..all.len() / 2].rfind('\n').map_or(0, |i| i + 1);
+    use std::io::Write;
+    let mut producer = std::fs::File::create(&path).expect("create");
+    producer
+        .write_all(&all.as_bytes()[..cut])
+        .expect("first half");
+    producer.flush().expect("flush");
+    // The first half is read and the file moved while the producer pauses.
+    wait_for("first half processed", Duration::from_secs(20), || {
+        env.drop.join("processed/vip.csv").exists()
+    });
+    assert!(pending(&env) < 400);
+    producer
+        .write_all(&all.as_bytes()[cut..])
+        .expect("second half");
+    producer.flush().expect("flush");
+    drop(producer);
+    wait_for("late rows committed", Duration::from_secs(30), || {
+        pending(&env) == 400
+    });
+    stop(&tx, handle);
+}

@@ -92,6 +92,106 @@ impl AgentError {
     }
 }
 
+/// Longest wait for a client's request headers (slowloris guard): 10 s.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Open connections served at once; more are closed at accept.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// After a shutdown signal, in-flight requests get this long to finish
+/// (each is acknowledged only after its commit), then connections are dropped.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Restricts a directory to its owner (the queue holds hashed PII).
+fn make_private(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot restrict the data dir to its owner");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Serves `router` over HTTP/1.1 with a header-read timeout, a connection
+/// cap and a bounded graceful shutdown (axum's `serve` has neither timeouts
+/// nor a shutdown deadline, so a slow client could hold the agent forever).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accepting a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!(max = MAX_CONNECTIONS, "too many open connections; closing a new one");
+                    drop(stream);
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let router = router.clone();
+                let mut stop = stop_rx.clone();
+                conns.spawn(async move {
+                    let _permit = permit;
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let mut router = router.clone();
+                        async move {
+                            tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await
+                        }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    let stopping = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        () = stopping => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = conns.len(),
+            "shutdown grace period over; dropping open connections"
+        );
+        conns.abort_all();
+    }
+    Ok(())
+}
+
 /// How long `messageId`s are remembered for deduplication (client retries
 /// arrive within minutes; Segment retries for up to a day): 7 days.
 pub const DEDUP_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -146,6 +246,7 @@ impl Agent {
             context: format!("cannot create data dir {}", data_dir.display()),
             source,
         })?;
+        make_private(&data_dir);
         let mut state = AgentState::load_or_create(&data_dir)?;
         if let Some(key) = opts.write_key.as_deref() {
             if key.is_empty() || key.len() > 256 || key.chars().any(|c| c.is_control()) {
@@ -175,6 +276,15 @@ impl Agent {
             }
             f
         });
+        if let Some(f) = &folder {
+            // Fail before anything is announced when the folder is unusable.
+            std::fs::create_dir_all(&f.dir).map_err(|e| {
+                AgentError::Invalid(format!(
+                    "cannot create the drop folder {}: {e}",
+                    f.dir.display()
+                ))
+            })?;
+        }
         Ok(Agent {
             data_dir,
             state,
@@ -232,9 +342,7 @@ impl Agent {
             pipeline: self.pipeline.clone(),
             write_key: Arc::from(self.state.write_key.as_str()),
         });
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = serve_http(listener, router, shutdown).await;
         tracing::info!("shutting down");
         pruner.abort();
         let _ = stop_tx.send(true);

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use amc_sync::agent::state::{AgentState, DB_FILE};
+use amc_sync::agent::state::DB_FILE;
 use amc_sync::config::{self, Config};
 use amc_sync::store::{Store, StoreError};
 
@@ -77,9 +77,11 @@ impl Common {
         Ok(dir)
     }
 
-    /// The agent state of the data dir (write key, admin token), created on first use.
-    pub fn state(&self, data_dir: &Path) -> Result<AgentState, Failure> {
-        AgentState::load_or_create(data_dir).map_err(|e| Failure::runtime(e.to_string()))
+    /// The data dir in force, without creating it (read-only commands).
+    pub fn data_dir_no_create(&self) -> Result<PathBuf, Failure> {
+        config::data_dir(self.data_dir.as_deref()).ok_or_else(|| {
+            Failure::usage("no data directory: pass --data-dir or set AMC_SYNC_DATA_DIR")
+        })
     }
 }
 
@@ -88,7 +90,8 @@ impl Common {
 pub fn open_store(data_dir: &Path) -> Result<Store, Failure> {
     Store::open(data_dir.join(DB_FILE)).map_err(|e| match e {
         StoreError::Locked { pid, .. } => Failure::usage(format!(
-            "an AMC Sync agent{} is running on {}; stop it first, or change the config it reads",
+            "an AMC Sync agent{} is running on {}; stop it first (or drop files into its drop \
+             folder instead of using `ingest`)",
             pid.map_or(String::new(), |p| format!(" (pid {p})")),
             data_dir.display()
         )),
@@ -96,18 +99,18 @@ pub fn open_store(data_dir: &Path) -> Result<Store, Failure> {
     })
 }
 
-/// Opens the store for reading: directly when no agent runs, else read-only
-/// beside the running agent. `Ok(None)` when the data dir has no database yet.
+/// Opens the store for reading, never taking the agent lock (a `status` loop
+/// must not make a starting agent fail): read-only, beside a running agent
+/// or not. Returns the store and the lock holder's pid when an agent (or
+/// another command) holds the data dir (`Some(0)` when its pid is unknown).
+/// `Ok(None)` when the data dir has no database yet.
 pub fn open_store_for_read(data_dir: &Path) -> Result<Option<(Store, Option<u32>)>, Failure> {
     let path = data_dir.join(DB_FILE);
     if !path.exists() {
         return Ok(None);
     }
-    match Store::open(&path) {
-        Ok(s) => Ok(Some((s, None))),
-        Err(StoreError::Locked { pid, .. }) => Store::open_read_only(&path)
-            .map(|s| Some((s, Some(pid.unwrap_or(0)))))
-            .map_err(|e| Failure::runtime(format!("cannot read the database: {e}"))),
-        Err(e) => Err(Failure::runtime(format!("cannot open the database: {e}"))),
-    }
+    let holder = Store::lock_holder(&path).map(|pid| pid.unwrap_or(0));
+    let store = Store::open_read_only(&path)
+        .map_err(|e| Failure::runtime(format!("cannot read the database: {e}")))?;
+    Ok(Some((store, holder)))
 }

@@ -13,6 +13,29 @@ use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
+/// stderr that never fails: a closed or full stderr must not crash the agent
+/// (the `fmt` layer reports its own write errors on stderr, which panics when
+/// stderr itself is broken). Lost console lines are acceptable; the log file
+/// still has them.
+#[derive(Debug, Clone, Copy)]
+struct QuietStderr;
+
+impl std::io::Write for QuietStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+fn quiet_stderr() -> QuietStderr {
+    QuietStderr
+}
+
 /// Daily log files kept (two weeks).
 pub const MAX_LOG_FILES: usize = 14;
 
@@ -57,7 +80,7 @@ pub fn init(format: LogFormat, log_dir: Option<&Path>) -> (Option<WorkerGuard>, 
     });
     let (writer_guard, result) = match (file, format) {
         (Some((nb, guard)), LogFormat::Text) => {
-            let w = std::io::stderr.and(nb.with_max_level(tracing::Level::TRACE));
+            let w = quiet_stderr.and(nb.with_max_level(tracing::Level::TRACE));
             let r = tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(w)
@@ -66,7 +89,7 @@ pub fn init(format: LogFormat, log_dir: Option<&Path>) -> (Option<WorkerGuard>, 
             (Some(guard), r)
         }
         (Some((nb, guard)), LogFormat::Json) => {
-            let w = std::io::stderr.and(nb.with_max_level(tracing::Level::TRACE));
+            let w = quiet_stderr.and(nb.with_max_level(tracing::Level::TRACE));
             let r = tracing_subscriber::fmt()
                 .json()
                 .with_env_filter(filter)
@@ -78,7 +101,7 @@ pub fn init(format: LogFormat, log_dir: Option<&Path>) -> (Option<WorkerGuard>, 
             None,
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
-                .with_writer(std::io::stderr)
+                .with_writer(quiet_stderr)
                 .try_init(),
         ),
         (None, LogFormat::Json) => (
@@ -86,7 +109,7 @@ pub fn init(format: LogFormat, log_dir: Option<&Path>) -> (Option<WorkerGuard>, 
             tracing_subscriber::fmt()
                 .json()
                 .with_env_filter(filter)
-                .with_writer(std::io::stderr)
+                .with_writer(quiet_stderr)
                 .try_init(),
         ),
     };

@@ -67,6 +67,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if !matches!(cli.command, Command::Run(_)) {
+        restore_default_sigpipe();
+    }
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Ingest(args) => ingest::run(args),
@@ -84,4 +87,16 @@ fn is_normalize_invocation() -> bool {
         .skip(1)
         .find(|a| !a.starts_with('-'))
         .is_some_and(|a| a == "normalize")
+}
+
+/// Short-lived commands die quietly on a closed pipe (`amc-sync status | head`)
+/// like other Unix tools, instead of panicking in `println!`. The agent
+/// (`run`) keeps Rust's default (SIGPIPE ignored) and handles write errors.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up on the main thread before any other
+    // thread exists; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

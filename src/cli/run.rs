@@ -67,7 +67,7 @@ fn run_inner(args: Args) -> Result<(), Failure> {
     let data_dir = args.common.data_dir()?;
     let (_guard, warning) = logging::init(args.log_format, Some(&data_dir.join("logs")));
     if let Some(w) = warning {
-        eprintln!("warning: {w}");
+        tracing::warn!("{w}");
     }
     if !cfg.listen.ip().is_loopback() {
         tracing::warn!(listen = %cfg.listen, "listening on a non-loopback address without TLS");
@@ -95,14 +95,24 @@ fn run_inner(args: Args) -> Result<(), Failure> {
         let addr = listener
             .local_addr()
             .map_err(|e| Failure::runtime(e.to_string()))?;
-        println!("AMC Sync agent running (pid {})", std::process::id());
-        println!("  intake:      http://{addr}   (Segment `host`; write key {})", agent.write_key());
+        // The banner must not kill the agent when stdout is closed.
+        let mut banner = format!(
+            "AMC Sync agent running (pid {})\n  intake:      http://{addr}   (Segment `host`; write key {})\n",
+            std::process::id(),
+            agent.write_key()
+        );
         if let Some(d) = agent.drop_dir() {
-            println!("  drop folder: {}", d.display());
+            banner.push_str(&format!("  drop folder: {}\n", d.display()));
         }
-        println!("  data dir:    {}", agent.data_dir().display());
-        println!("  uploads:     not yet (the sync engine is a separate issue); `amc-sync status` shows the queue");
-        println!("Press Ctrl+C to stop.");
+        banner.push_str(&format!(
+            "  data dir:    {}\n  uploads:     not yet (the sync engine is a separate issue); `amc-sync status` shows the queue\nPress Ctrl+C to stop.\n",
+            agent.data_dir().display()
+        ));
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+        }
         agent
             .serve(listener, shutdown_signal())
             .await

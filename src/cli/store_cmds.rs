@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use amc_sync::agent::state::DB_FILE;
+use amc_sync::agent::state::{AgentState, DB_FILE};
 use amc_sync::config::{CURRENCIES, MAX_TTL_SECS};
 use amc_sync::pii::Country;
 use amc_sync::store::{DeadLetterFilter, NewAudience, Store, Target};
@@ -28,8 +28,30 @@ pub fn status(args: StatusArgs) -> ExitCode {
 
 fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
     let (cfg, cfg_source) = args.common.load_config()?;
-    let data_dir = args.common.data_dir()?;
-    let state = args.common.state(&data_dir)?;
+    let data_dir = args.common.data_dir_no_create()?;
+    let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
+    // Read-only: a mistyped --data-dir must not create a new data dir and key.
+    let state = match AgentState::load(&data_dir) {
+        Ok(s) => s,
+        Err(e) => return Err(Failure::runtime(e.to_string())),
+    };
+    let Some(state) = state else {
+        if args.json {
+            println!(
+                "{}",
+                json!({"dataDir": data_dir.display().to_string(), "initialized": false,
+                       "agentRunning": false, "pending": {}, "pendingTotal": 0,
+                       "deadLetters": {}, "deadLettersTotal": 0})
+            );
+        } else {
+            println!(
+                "no AMC Sync data in {} yet: start the agent there with `amc-sync run` \
+                 (it creates the write key), or check --data-dir / AMC_SYNC_DATA_DIR",
+                data_dir.display()
+            );
+        }
+        return Ok(());
+    };
     let opened = open_store_for_read(&data_dir)?;
     let (pending, dead, audiences, agent_pid) = match &opened {
         Some((store, pid)) => (
@@ -40,13 +62,14 @@ fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
         ),
         None => Default::default(),
     };
-    let listen = state
-        .listen_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", cfg.listen));
+    let listen = match (&state.listen_url, agent_pid) {
+        (Some(url), Some(_)) => url.clone(),
+        _ => format!("http://{}", cfg.listen),
+    };
     if args.json {
         let v = json!({
             "dataDir": data_dir.display().to_string(),
+            "initialized": true,
             "database": data_dir.join(DB_FILE).display().to_string(),
             "config": cfg_source.map(|p| p.display().to_string()),
             "agentRunning": agent_pid.is_some(),
@@ -116,8 +139,8 @@ pub enum DeadLettersCommand {
         /// Only this reason code (e.g. consent_required).
         #[arg(long)]
         reason: Option<String>,
-        /// At most this many entries.
-        #[arg(long, default_value_t = 100)]
+        /// At most this many entries (1–100,000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         limit: u32,
         /// Print JSON (one array).
         #[arg(long)]
@@ -134,7 +157,7 @@ pub fn dead_letters(cmd: DeadLettersCommand) -> ExitCode {
         json,
     } = cmd;
     finish((|| {
-        let data_dir = common.data_dir()?;
+        let data_dir = common.data_dir_no_create()?;
         let Some((store, _)) = open_store_for_read(&data_dir)? else {
             if json {
                 println!("[]");
@@ -144,8 +167,8 @@ pub fn dead_letters(cmd: DeadLettersCommand) -> ExitCode {
             return Ok(());
         };
         let filter = DeadLetterFilter {
-            reason,
-            limit: limit.clamp(1, 100_000),
+            reason: reason.clone(),
+            limit,
             ..Default::default()
         };
         let list = store.dead_letters(&filter).map_err(rt)?;
@@ -154,7 +177,21 @@ pub fn dead_letters(cmd: DeadLettersCommand) -> ExitCode {
             return Ok(());
         }
         if list.is_empty() {
-            println!("no dead letters");
+            match &reason {
+                Some(r) => {
+                    let known = store.dead_letter_counts().map_err(rt)?;
+                    let names: Vec<&str> = known.keys().map(String::as_str).collect();
+                    println!(
+                        "no dead letters with reason {r:?} (reasons present: {})",
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    );
+                }
+                None => println!("no dead letters"),
+            }
         }
         for d in &list {
             let p = d.payload.as_ref();
@@ -231,7 +268,7 @@ pub struct CreateArgs {
 pub fn audiences(cmd: AudiencesCommand) -> ExitCode {
     match cmd {
         AudiencesCommand::List { common, json } => finish((|| {
-            let data_dir = common.data_dir()?;
+            let data_dir = common.data_dir_no_create()?;
             let list = match open_store_for_read(&data_dir)? {
                 Some((s, _)) => s.audiences().map_err(rt)?,
                 None => Vec::new(),
@@ -272,9 +309,14 @@ fn create(a: CreateArgs) -> Result<(), Failure> {
         ))
     })?;
     if let Some(id) = &a.advertiser_id
-        && (id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()))
+        && (id.is_empty()
+            || id.len() > 39
+            || !id.bytes().all(|b| b.is_ascii_digit())
+            || id.bytes().all(|b| b == b'0'))
     {
-        return Err(Failure::usage("--advertiser-id must be digits"));
+        return Err(Failure::usage(
+            "--advertiser-id must be a positive number of 1–39 digits",
+        ));
     }
     if a.description.chars().count() > 1000 {
         return Err(Failure::usage(

@@ -67,14 +67,14 @@ pub enum FileError {
     /// A `.json` file over [`MAX_JSON_FILE_BYTES`].
     #[error("JSON file is larger than {MAX_JSON_FILE_BYTES} bytes; export NDJSON instead")]
     TooLarge,
-    /// A `.json` file that is not a batch object or an array.
-    #[error("invalid JSON document at line {line}, column {column} ({code})")]
+    /// A `.json` file that is not a batch object or an array, or not UTF-8.
+    #[error("invalid JSON document at line {line}, column {column}")]
     InvalidJson {
         /// 1-based line.
         line: usize,
         /// 1-based column.
         column: usize,
-        /// `json_syntax` or `json_not_batch`.
+        /// `json_syntax`, `json_not_batch` or `invalid_utf8`.
         code: &'static str,
     },
     /// A CSV file whose header has no usable column.
@@ -348,10 +348,27 @@ impl FileReader {
                 if size > MAX_JSON_FILE_BYTES {
                     return Err(FileError::TooLarge);
                 }
-                let mut text = String::new();
+                let mut bytes = Vec::new();
                 BufReader::new(file)
-                    .read_to_string(&mut text)
+                    .read_to_end(&mut bytes)
                     .map_err(FileError::Io)?;
+                // Binary or non-UTF-8 content is a bad file (it goes to
+                // failed/), not an I/O error to retry forever.
+                let text = std::str::from_utf8(&bytes).map_err(|e| {
+                    let before = &bytes[..e.valid_up_to()];
+                    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+                    let column = before.len()
+                        - before
+                            .iter()
+                            .rposition(|b| *b == b'\n')
+                            .map_or(0, |p| p + 1)
+                        + 1;
+                    FileError::InvalidJson {
+                        line,
+                        column,
+                        code: "invalid_utf8",
+                    }
+                })?;
                 let items = json_items(text.trim_start_matches('\u{feff}'))?;
                 let len = size;
                 // A JSON document is committed as one unit: any non-zero
@@ -832,6 +849,17 @@ mod tests {
             items[3].message.as_ref().unwrap_err().code(),
             "csv_malformed_row"
         );
+    }
+
+    #[test]
+    fn binary_json_file_is_a_bad_file_not_an_io_error() {
+        // Regression: a binary `.json` was an I/O error, retried forever.
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "bin.json", b"{\"batch\": [\xff\xfe\x00]}");
+        match FileReader::open(&p, 0) {
+            Err(e @ FileError::InvalidJson { .. }) => assert_eq!(e.code(), "invalid_utf8"),
+            other => panic!("{:?}", other.err()),
+        }
     }
 
     #[test]

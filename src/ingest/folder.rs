@@ -238,7 +238,15 @@ pub fn fingerprint(path: &Path) -> std::io::Result<String> {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
     let mut h = Sha256::new();
-    h.update(b"amc-sync-file-v1\0");
+    h.update(b"amc-sync-file-v2\0");
+    // The name decides a CSV's audience and action (`vip.remove.csv`), so two
+    // copies under different names are different files.
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    h.update((name.len() as u64).to_le_bytes());
+    h.update(name.as_bytes());
     h.update(size.to_le_bytes());
     h.update(mtime_ns.to_le_bytes());
     let mut buf = Vec::with_capacity(FINGERPRINT_EDGE as usize);
@@ -700,7 +708,11 @@ impl FolderOptions {
             chunk_items: self.chunk_items,
             chunk_bytes: self.chunk_bytes,
             max_chunks: None,
-            reprocess_done: false,
+            // A file found in the drop folder is a new drop even when an
+            // identical one (same name, size, mtime, content) was read before
+            // and moved to processed/ — e.g. a list copied in again with its
+            // timestamp kept. Re-reading is idempotent.
+            reprocess_done: true,
             should_stop,
         }
     }
@@ -745,6 +757,21 @@ pub fn process_drop_file(
     let popts = opts.process_options(should_stop);
     match process_file(pipeline, path, &popts, &|_, _| {}) {
         Ok(report) if report.status == FileStatus::Interrupted => {
+            Ok(DropOutcome::Interrupted(report))
+        }
+        Ok(report)
+            if fs::metadata(path).is_ok_and(|m| m.len() > report.byte_offset.max(report.size)) =>
+        {
+            // The file grew after it was read to its end (a writer paused
+            // longer than the settle time): moving it now would lose the
+            // tail. Leave it; once it settles again it is a new file (new
+            // fingerprint) and is read whole — re-reading rows is idempotent
+            // (same changes coalesce, messageIds dedup).
+            tracing::warn!(
+                file = %display_name(path),
+                read = report.byte_offset,
+                "drop folder: file grew while it was being read; it will be read again once complete"
+            );
             Ok(DropOutcome::Interrupted(report))
         }
         Ok(report) => {
@@ -853,6 +880,22 @@ struct Loop {
     stop: StopCheck,
     candidates: HashMap<PathBuf, Candidate>,
     warned: HashSet<PathBuf>,
+    /// Files recently moved to `processed/`, watched for late writes.
+    recent: Vec<Moved>,
+}
+
+/// How long a file moved to `processed/` is watched for late writes (a
+/// producer that paused longer than the settle time and then went on
+/// writing through its open handle).
+pub const LATE_WRITE_WATCH: Duration = Duration::from_secs(3600);
+
+/// A file moved to `processed/` and what it looked like when moved.
+struct Moved {
+    path: PathBuf,
+    size: u64,
+    mtime: Option<std::time::SystemTime>,
+    stable_since: Option<Instant>,
+    until: Instant,
 }
 
 impl Loop {
@@ -938,6 +981,17 @@ impl Loop {
         match outcome {
             Ok(DropOutcome::Processed { report, moved_to }) => {
                 self.candidates.remove(path);
+                if let Some(dest) = &moved_to
+                    && let Ok(meta) = fs::metadata(dest)
+                {
+                    self.recent.push(Moved {
+                        path: dest.clone(),
+                        size: meta.len(),
+                        mtime: meta.modified().ok(),
+                        stable_since: None,
+                        until: Instant::now() + LATE_WRITE_WATCH,
+                    });
+                }
                 tracing::info!(
                     file = %name,
                     status = report.status.as_str(),
@@ -972,6 +1026,42 @@ impl Loop {
                         "drop folder: file left in place, will retry"
                     );
                 }
+            }
+        }
+    }
+
+    /// Re-reads a processed file that changed after it was moved (late
+    /// writes through an open handle), once it settles again. Re-reading the
+    /// whole file is idempotent (same changes coalesce, messageIds dedup), so
+    /// nothing written late is lost.
+    fn check_late_writes(&mut self, now: Instant) {
+        self.recent.retain(|m| now < m.until && m.path.exists());
+        let settle = self.opts.settle;
+        let mut due = Vec::new();
+        for m in &mut self.recent {
+            let Ok(meta) = fs::metadata(&m.path) else {
+                continue;
+            };
+            let mtime = meta.modified().ok();
+            if meta.len() != m.size || mtime != m.mtime {
+                m.size = meta.len();
+                m.mtime = mtime;
+                m.stable_since = Some(now);
+            } else if let Some(since) = m.stable_since
+                && now.duration_since(since) >= settle
+            {
+                m.stable_since = None;
+                due.push(m.path.clone());
+            }
+        }
+        for path in due {
+            tracing::warn!(
+                file = %display_name(&path),
+                "drop folder: a processed file was written to after it was moved; reading it again"
+            );
+            let popts = self.opts.process_options(Some(self.stop.clone()));
+            if let Err(e) = process_file(&self.pipeline, &path, &popts, &|_, _| {}) {
+                tracing::warn!(file = %display_name(&path), code = e.code(), error = %e, "drop folder: re-reading a processed file");
             }
         }
     }
@@ -1020,6 +1110,7 @@ impl Loop {
             if let Some(path) = self.ready(now) {
                 self.process(&path);
             }
+            self.check_late_writes(Instant::now());
         }
         tracing::info!(dir = %self.opts.dir.display(), "drop folder: stopped");
     }
@@ -1075,6 +1166,7 @@ pub fn spawn(
         stop,
         candidates: HashMap::new(),
         warned: HashSet::new(),
+        recent: Vec::new(),
     };
     std::thread::Builder::new()
         .name("amc-sync-folder".into())
@@ -1132,18 +1224,21 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_ignores_the_name_but_not_the_content() {
+    fn fingerprint_depends_on_the_name_and_the_content() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.ndjson");
         fs::write(&a, vec![b'x'; 200_000]).unwrap();
         let fa = fingerprint(&a).unwrap();
+        assert_eq!(fingerprint(&a).unwrap(), fa, "stable");
+        // The name decides a CSV's audience and action: a renamed copy is another file.
         let b = dir.path().join("b.ndjson");
         fs::rename(&a, &b).unwrap();
-        assert_eq!(fingerprint(&b).unwrap(), fa);
+        let fb = fingerprint(&b).unwrap();
+        assert_ne!(fb, fa);
         let mut data = vec![b'x'; 200_000];
         data[199_000] = b'y';
         fs::write(&b, data).unwrap();
-        assert_ne!(fingerprint(&b).unwrap(), fa);
+        assert_ne!(fingerprint(&b).unwrap(), fb);
         assert_eq!(fa.len(), 64);
     }
 }

@@ -26,6 +26,7 @@
 //! | 400 | `request_too_large` | body over [`MAX_REQUEST_BYTES`], raw or after gzip decoding (nothing committed) |
 //! | 400 | `message_too_large` | `/v1/track`…: the message is over [`MAX_MESSAGE_BYTES`]; it is dead-lettered `message_too_large` (committed) |
 //! | 400 | `batch_too_large` | over [`MAX_BATCH_ITEMS`] items (nothing committed) |
+//! | 408 | `request_timeout` | the body took longer than [`BODY_READ_TIMEOUT`] |
 //! | 400 | `invalid_json` | the (decoded) body is not JSON |
 //! | 400 | `invalid_batch` | batch body without a `batch` array |
 //! | 400 | `invalid_message` | single-message body that is not a JSON object |
@@ -90,6 +91,10 @@ pub const MAX_BATCH_ITEMS: usize = 2_500;
 /// How much of an oversize body is read and discarded before answering, so
 /// the client gets the `400` instead of a connection reset.
 pub const DRAIN_LIMIT_BYTES: usize = 4 * MAX_REQUEST_BYTES;
+
+/// Longest time a client may take to send a request body (slow clients must
+/// not hold connections, or a shutdown, forever): 30 seconds.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Shared state of the intake routes.
 #[derive(Clone)]
@@ -313,7 +318,16 @@ async fn handle(endpoint: Endpoint, state: HttpState, headers: HeaderMap, body: 
     let result = async {
         // The body is read (or drained) first so that every answer reaches
         // the client rather than a connection reset.
-        let raw = read_body(&headers, body).await?;
+        let raw = tokio::time::timeout(BODY_READ_TIMEOUT, read_body(&headers, body))
+            .await
+            .map_err(|_| ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "request_timeout",
+                message: format!(
+                    "the request body was not received within {} seconds",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            })??;
         let encoding = content_encoding(&headers)?;
         let header_ok = basic_auth_key(&headers).is_some_and(|k| key_matches(&state.write_key, k));
         tokio::task::spawn_blocking(move || process(endpoint, &state, header_ok, encoding, &raw))

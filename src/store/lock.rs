@@ -12,6 +12,25 @@ use std::sync::Arc;
 
 use super::StoreError;
 
+/// How long [`LockFile::acquire`] retries a held lock before giving up.
+const ACQUIRE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Who holds the lock of database `db`, without taking it: `None` when nobody
+/// does, `Some(pid)` (pid when readable) when an agent or command holds it.
+/// Probes with a shared lock that is released at once.
+pub(crate) fn holder(db: &Path) -> Option<Option<u32>> {
+    let path = LockFile::path_for(db);
+    let mut file = OpenOptions::new().read(true).open(path).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            None
+        }
+        Err(TryLockError::WouldBlock) => Some(read_pid(&mut file)),
+        Err(TryLockError::Error(_)) => None,
+    }
+}
+
 /// An acquired lock; dropping it releases the lock.
 #[derive(Debug)]
 pub(crate) struct LockFile {
@@ -46,15 +65,23 @@ impl LockFile {
             .truncate(false)
             .open(&path)
             .map_err(io_err)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    pid: read_pid(&mut file),
-                    path,
-                });
+        // A short-lived reader probing the lock (`amc-sync status`) may hold it
+        // for an instant: retry briefly before reporting another holder.
+        let deadline = std::time::Instant::now() + ACQUIRE_PATIENCE;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(StoreError::Locked {
+                        pid: read_pid(&mut file),
+                        path,
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(io_err(e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io_err(e)),
         }
         file.set_len(0).map_err(io_err)?;
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;

@@ -638,6 +638,12 @@ impl Store {
         })
     }
 
+    /// Whether another process holds the agent lock of the database at
+    /// `path` (`Some(pid)`, the pid when readable), probed without taking it.
+    pub fn lock_holder(path: impl AsRef<Path>) -> Option<Option<u32>> {
+        lock::holder(path.as_ref())
+    }
+
     /// Opens an existing database read-only, without taking the agent lock,
     /// so `amc-sync status` and friends can read while an agent runs (WAL
     /// readers never block the writer). Every write method fails with
