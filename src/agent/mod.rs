@@ -2,6 +2,8 @@
 //! [`pipeline`] and the data-dir [`state`] (write key, admin token, where the
 //! running agent listens).
 
+pub mod admin;
+pub mod credentials;
 pub mod pipeline;
 pub mod runtime;
 pub mod state;

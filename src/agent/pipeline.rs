@@ -15,8 +15,8 @@ use crate::mapping::{self, AudienceRef, MapContext, MappingSet, Outcome};
 use crate::model::Source;
 use crate::pii::{Country, Profile};
 use crate::store::{
-    self, DeadLetterPayload, DeadLetterSource, IncomingItem, ItemOutcome, NewAudience,
-    NewDeadLetter, StoreError, Target, WriterHandle,
+    self, DeadLetterSource, IncomingItem, ItemOutcome, NewAudience, NewDeadLetter, PendingCommit,
+    StoreError, Target, WriterHandle,
 };
 
 /// One input to [`Pipeline::ingest`]: a parsed message, or a line that could
@@ -95,6 +95,110 @@ impl IngestSummary {
     }
 }
 
+/// What an item of a submission is, for counting its outcome.
+#[derive(Debug, Clone, Copy)]
+enum ItemKind {
+    /// A change: (input index, line).
+    Change(usize, Option<u64>),
+    /// A dead letter with this reason code.
+    DeadLetter(&'static str),
+}
+
+/// Inputs mapped and hashed, not yet committed ([`Pipeline::prepare`]).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    items: Vec<IncomingItem>,
+    kinds: Vec<ItemKind>,
+    summary: IngestSummary,
+}
+
+impl Prepared {
+    /// Inputs already known to be rejected (unparseable or refused by the
+    /// mapping); the store may refuse more (unknown audience).
+    pub fn rejected(&self) -> u64 {
+        self.summary.rejections.len() as u64
+    }
+
+    /// Inputs received.
+    pub fn received(&self) -> u64 {
+        self.summary.received
+    }
+
+    /// Appends `other` (prepared from the inputs that follow this one's), so
+    /// several small preparations commit as one submission. Input indexes
+    /// of `other` are shifted past this one's inputs.
+    pub fn append(&mut self, mut other: Prepared) {
+        let offset = usize::try_from(self.summary.received).unwrap_or(usize::MAX);
+        for k in &mut other.kinds {
+            if let ItemKind::Change(index, _) = k {
+                *index = index.saturating_add(offset);
+            }
+        }
+        for r in &mut other.summary.rejections {
+            r.index = r.index.saturating_add(offset);
+        }
+        self.items.append(&mut other.items);
+        self.kinds.append(&mut other.kinds);
+        self.summary.absorb(other.summary);
+    }
+}
+
+/// A submission on its way to the store ([`Pipeline::submit`]).
+#[derive(Debug)]
+pub struct InFlight {
+    pending: PendingCommit,
+    kinds: Vec<ItemKind>,
+    summary: IngestSummary,
+}
+
+impl InFlight {
+    /// Blocks until the submission is committed and returns its summary.
+    ///
+    /// # Errors
+    /// The store could not commit (e.g. disk full): nothing was committed and
+    /// the caller must not acknowledge the inputs (HTTP answers 503).
+    pub fn wait(self) -> Result<IngestSummary, StoreError> {
+        let InFlight {
+            pending,
+            kinds,
+            mut summary,
+        } = self;
+        let outcome = pending.wait()?;
+        for (i, o) in outcome.outcomes.iter().enumerate() {
+            match (o, kinds.get(i)) {
+                (ItemOutcome::Inserted | ItemOutcome::Replaced, _) => summary.queued += 1,
+                (ItemOutcome::Merged, _) => {
+                    summary.queued += 1;
+                    summary.coalesced += 1;
+                }
+                (ItemOutcome::Stale, _) => summary.stale += 1,
+                (ItemOutcome::Duplicate, _) => summary.duplicates += 1,
+                (ItemOutcome::DeadLettered, Some(ItemKind::DeadLetter(reason))) => {
+                    *summary
+                        .dead_letters
+                        .entry((*reason).to_string())
+                        .or_insert(0) += 1;
+                }
+                (ItemOutcome::DeadLettered, Some(ItemKind::Change(index, line))) => {
+                    // The store refused the change (e.g. unknown audience).
+                    let reason = store::reason::UNKNOWN_AUDIENCE.to_string();
+                    *summary.dead_letters.entry(reason.clone()).or_insert(0) += 1;
+                    summary.rejections.push(Rejection {
+                        line: *line,
+                        index: *index,
+                        reason,
+                        message:
+                            "the audience is neither configured nor described by audience_settings"
+                                .into(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(summary)
+    }
+}
+
 /// Maps, resolves audiences and commits. Cheap to share (`Arc<Pipeline>`);
 /// [`Pipeline::ingest`] blocks until the store has committed, so async
 /// callers run it on a blocking thread.
@@ -170,6 +274,17 @@ impl Pipeline {
         source: Source,
         extra: Vec<IncomingItem>,
     ) -> Result<IngestSummary, StoreError> {
+        let prepared = self.prepare(inputs, source)?;
+        self.submit(prepared, extra)?.wait()
+    }
+
+    /// The first half of [`Pipeline::ingest`]: maps `inputs` (hashing their
+    /// PII) and makes sure their audiences exist. Nothing of the inputs is
+    /// committed yet; pass the result to [`Pipeline::submit`].
+    ///
+    /// # Errors
+    /// The store could not create a missing audience.
+    pub fn prepare(&self, inputs: Vec<Input>, source: Source) -> Result<Prepared, StoreError> {
         let dl_source = match source {
             Source::Http => DeadLetterSource::Http,
             Source::File => DeadLetterSource::File,
@@ -189,18 +304,19 @@ impl Pipeline {
         }
         let lookup = move |key: &str| countries.get(key).copied();
         let ctx = MapContext::new(self.profile, now).with_audience_country(&lookup);
-        let mut items: Vec<IncomingItem> = Vec::with_capacity(inputs.len() + extra.len());
-        // Which summary row each item belongs to: (input index, line) for dead letters.
-        let mut origin: Vec<(usize, Option<u64>)> = Vec::with_capacity(inputs.len());
+        let mut items: Vec<IncomingItem> = Vec::with_capacity(inputs.len() + 1);
+        // What each item is, for the summary: (input index, line) of changes,
+        // the reason code of dead letters.
+        let mut kinds: Vec<ItemKind> = Vec::with_capacity(inputs.len() + 1);
         let mut missing: HashMap<String, AudienceRef> = HashMap::new();
+        let known = self.known().clone();
         let reject = |summary: &mut IngestSummary,
                       items: &mut Vec<IncomingItem>,
-                      origin: &mut Vec<(usize, Option<u64>)>,
+                      kinds: &mut Vec<ItemKind>,
                       index: usize,
                       line: Option<u64>,
-                      reason: &str,
+                      reason: &'static str,
                       message: String,
-                      payload: Option<DeadLetterPayload>,
                       message_id: Option<String>| {
             summary.rejections.push(Rejection {
                 line,
@@ -208,18 +324,14 @@ impl Pipeline {
                 reason: reason.to_string(),
                 message: message.clone(),
             });
-            let mut payload = payload;
-            if let (Some(p), Some(l)) = (payload.as_mut(), line) {
-                p.line = Some(l);
-            }
             items.push(IncomingItem::DeadLetter(NewDeadLetter {
                 source: dl_source,
                 reason: reason.to_string(),
                 message,
-                payload,
+                payload: None,
                 message_id,
             }));
-            origin.push((index, line));
+            kinds.push(ItemKind::DeadLetter(reason));
         };
         for (index, input) in inputs.into_iter().enumerate() {
             let line = input.line;
@@ -229,12 +341,11 @@ impl Pipeline {
                     reject(
                         &mut summary,
                         &mut items,
-                        &mut origin,
+                        &mut kinds,
                         index,
                         line,
                         code,
                         message,
-                        None,
                         None,
                     );
                     continue;
@@ -243,16 +354,16 @@ impl Pipeline {
             let message_id = mapping::message_id(&msg).map(str::to_string);
             match self.mappings.map(&msg, &ctx) {
                 Outcome::Mapped { mapped, .. } => {
-                    let key = mapped.audience.key.clone();
-                    if !self.known().contains_key(&key) && !missing.contains_key(&key) {
-                        missing.insert(key, mapped.audience.clone());
+                    let mapping::Mapped { change, audience } = *mapped;
+                    if !known.contains_key(&audience.key) && !missing.contains_key(&audience.key) {
+                        missing.insert(audience.key.clone(), audience);
                     }
                     items.push(IncomingItem::Change {
-                        change: mapped.change,
+                        change,
                         message_id,
                         source,
                     });
-                    origin.push((index, line));
+                    kinds.push(ItemKind::Change(index, line));
                 }
                 Outcome::Ignored(_) => summary.ignored += 1,
                 Outcome::Rejected { error, .. } => {
@@ -261,52 +372,52 @@ impl Pipeline {
                     reject(
                         &mut summary,
                         &mut items,
-                        &mut origin,
+                        &mut kinds,
                         index,
                         line,
                         code,
                         message,
-                        None,
                         message_id,
                     );
                 }
             }
+            // Drop the raw message here, on this thread, not on the writer's.
+            drop(msg);
         }
         if !missing.is_empty() {
             self.resolve_audiences(missing)?;
         }
+        Ok(Prepared {
+            items,
+            kinds,
+            summary,
+        })
+    }
+
+    /// The second half of [`Pipeline::ingest`]: queues `prepared` (plus
+    /// `extra` items such as a file checkpoint) for the next group commit
+    /// and returns at once; [`InFlight::wait`] blocks until it is durable.
+    /// Submissions commit in the order they are made.
+    ///
+    /// # Errors
+    /// [`StoreError::WriterClosed`].
+    pub fn submit(
+        &self,
+        prepared: Prepared,
+        extra: Vec<IncomingItem>,
+    ) -> Result<InFlight, StoreError> {
+        let Prepared {
+            mut items,
+            kinds,
+            summary,
+        } = prepared;
         items.extend(extra);
-        let outcome = self.writer.submit(items.clone())?;
-        for (i, o) in outcome.outcomes.iter().enumerate() {
-            match (o, items.get(i)) {
-                (ItemOutcome::Inserted | ItemOutcome::Replaced, _) => summary.queued += 1,
-                (ItemOutcome::Merged, _) => {
-                    summary.queued += 1;
-                    summary.coalesced += 1;
-                }
-                (ItemOutcome::Stale, _) => summary.stale += 1,
-                (ItemOutcome::Duplicate, _) => summary.duplicates += 1,
-                (ItemOutcome::DeadLettered, Some(IncomingItem::DeadLetter(d))) => {
-                    *summary.dead_letters.entry(d.reason.clone()).or_insert(0) += 1;
-                }
-                (ItemOutcome::DeadLettered, Some(IncomingItem::Change { .. })) => {
-                    // The store refused the change (e.g. unknown audience).
-                    let (index, line) = origin.get(i).copied().unwrap_or((i, None));
-                    let reason = store::reason::UNKNOWN_AUDIENCE.to_string();
-                    *summary.dead_letters.entry(reason.clone()).or_insert(0) += 1;
-                    summary.rejections.push(Rejection {
-                        line,
-                        index,
-                        reason,
-                        message:
-                            "the audience is neither configured nor described by audience_settings"
-                                .into(),
-                    });
-                }
-                _ => {}
-            }
-        }
-        Ok(summary)
+        let pending = self.writer.submit_nowait(items)?;
+        Ok(InFlight {
+            pending,
+            kinds,
+            summary,
+        })
     }
 
     /// Creates audiences that the store does not know yet: from the config,

@@ -47,17 +47,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use notify::Watcher as _;
 use sha2::{Digest, Sha256};
 
-use crate::agent::pipeline::{IngestSummary, Input, Pipeline, Rejection};
+use crate::agent::pipeline::{InFlight, IngestSummary, Input, Pipeline, Prepared, Rejection};
 use crate::config::Config;
 use crate::ingest::file::{FileError, FileFormat, FileReader};
 use crate::model::Source;
 use crate::store::{FileCheckpoint, FileState, IncomingItem, StoreError};
 
 /// Default items per committed chunk.
-pub const DEFAULT_CHUNK_ITEMS: usize = 5_000;
+pub const DEFAULT_CHUNK_ITEMS: usize = 10_000;
 /// Default bytes of file per committed chunk (2 MiB: bounds memory to a few
 /// tens of MB whatever the file size; see the issue note for measurements).
-pub const DEFAULT_CHUNK_BYTES: u64 = 2 * 1024 * 1024;
+pub const DEFAULT_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
 /// Default settle interval: size and mtime must stay unchanged this long.
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
 /// Default full rescan interval of the drop folder.
@@ -274,13 +274,43 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// One chunk handed from the reader thread to the committing thread.
+/// One chunk handed from the reader thread to the committing thread: its
+/// inputs already mapped and hashed (raw messages never pile up, so chunks
+/// can be large while memory stays small).
 struct Chunk {
+    prepared: Prepared,
+    /// Parsed inputs not yet mapped (at most [`MAP_BATCH`]).
     inputs: Vec<Input>,
-    /// Items of `inputs` that failed to parse (known rejections).
-    parse_errors: u64,
     /// Offset just past the chunk's last item.
     end_offset: u64,
+}
+
+/// Inputs the reader thread parses before mapping them: bounds the raw
+/// messages held in memory.
+const MAP_BATCH: usize = 256;
+
+impl Chunk {
+    fn new() -> Chunk {
+        Chunk {
+            prepared: Prepared::default(),
+            inputs: Vec::with_capacity(MAP_BATCH),
+            end_offset: 0,
+        }
+    }
+
+    /// Maps the parsed inputs into `prepared`.
+    fn map(&mut self, pipeline: &Pipeline) -> Result<(), StoreError> {
+        if !self.inputs.is_empty() {
+            let inputs = std::mem::replace(&mut self.inputs, Vec::with_capacity(MAP_BATCH));
+            self.prepared
+                .append(pipeline.prepare(inputs, Source::File)?);
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.inputs.len() + usize::try_from(self.prepared.received()).unwrap_or(usize::MAX)
+    }
 }
 
 /// Streams rejection lines to a hidden partial report, renamed into place
@@ -431,31 +461,47 @@ pub fn process_file(
     let chunk_bytes = opts.chunk_bytes.max(1);
     let path_text = path.display().to_string();
 
-    // A reader thread parses the next chunk while this one commits (two
-    // cores: parsing and hashing overlap). The rendezvous channel bounds
-    // memory to about two chunks.
-    let (tx, rx) = mpsc::sync_channel::<Result<Chunk, FileError>>(0);
+    // Two stages overlap (two cores): a reader thread parses, maps and
+    // hashes chunk k+1 while the store writer commits chunk k. The
+    // rendezvous channel and the single commit in flight bound memory to
+    // about three chunks of hashed changes (raw messages are mapped in
+    // batches of MAP_BATCH and dropped at once).
+    let (tx, rx) = mpsc::sync_channel::<Result<Chunk, FolderError>>(0);
     std::thread::scope(|scope| -> Result<FileReport, FolderError> {
-        scope.spawn(move || read_chunks(reader, start, chunk_items, chunk_bytes, &tx));
+        scope.spawn(move || {
+            read_chunks(pipeline, reader, start, chunk_items, chunk_bytes, &tx);
+        });
         let mut committed = start;
         let mut finished = false;
+        let mut stop = false;
+        let mut in_flight: Option<ChunkInFlight> = None;
         while let Ok(next) = rx.recv() {
             let chunk = next?;
+            let prepared = chunk.prepared;
+            // The previous chunk is committed (or not) before this one is
+            // submitted, so its checkpoint corrections come first.
+            if let Some(f) = in_flight.take() {
+                committed = finish_chunk(pipeline, f, &mut report, &mut sink, size, progress)?;
+                if opts.max_chunks.is_some_and(|m| report.chunks >= m) || opts.stopped() {
+                    stop = true;
+                    break;
+                }
+            }
             let last = chunk.end_offset == u64::MAX;
             let end = if last {
                 committed.max(size)
             } else {
                 chunk.end_offset
             };
-            let received = chunk.inputs.len() as u64;
-            let est_rejected = report.rows_rejected + chunk.parse_errors;
-            let est_ok = report.rows_ok + received - chunk.parse_errors;
+            let received = prepared.received();
+            let est_rejected = report.rows_rejected + prepared.rejected();
+            let est_ok = report.rows_ok + received - prepared.rejected();
             let state = if last {
                 FileState::Done
             } else {
                 FileState::Reading
             };
-            let mut cp = FileCheckpoint {
+            let cp = FileCheckpoint {
                 fingerprint: fp.clone(),
                 path: path_text.clone(),
                 byte_offset: end,
@@ -463,34 +509,22 @@ pub fn process_file(
                 rows_rejected: est_rejected,
                 state,
             };
-            let mut summary = pipeline.ingest(
-                chunk.inputs,
-                Source::File,
-                vec![IncomingItem::FileCheckpoint(cp.clone())],
-            )?;
-            report.chunks += 1;
-            committed = end;
-            let rejected = summary.dead_lettered();
-            report.rows_rejected += rejected;
-            report.rows_ok += received.saturating_sub(rejected);
-            if rejected != chunk.parse_errors {
-                cp.rows_ok = report.rows_ok;
-                cp.rows_rejected = report.rows_rejected;
-                pipeline
-                    .writer()
-                    .call(move |s| s.set_file_checkpoint(&cp))?;
-            }
-            let rejections = std::mem::take(&mut summary.rejections);
-            sink.write(&rejections)?;
-            report.summary.absorb(summary);
-            progress(end, size);
+            let inflight =
+                pipeline.submit(prepared, vec![IncomingItem::FileCheckpoint(cp.clone())])?;
+            in_flight = Some(ChunkInFlight {
+                inflight,
+                cp,
+                received,
+                last,
+            });
             if last {
-                finished = true;
                 break;
             }
-            if opts.max_chunks.is_some_and(|m| report.chunks >= m) || opts.stopped() {
-                break;
-            }
+        }
+        if let Some(f) = in_flight.take().filter(|_| !stop) {
+            let last = f.last;
+            committed = finish_chunk(pipeline, f, &mut report, &mut sink, size, progress)?;
+            finished = last;
         }
         // Dropping the receiver ends the reader thread at its next send.
         drop(rx);
@@ -515,31 +549,72 @@ pub fn process_file(
     })
 }
 
+/// A chunk submitted to the store, not yet known to be committed.
+struct ChunkInFlight {
+    inflight: InFlight,
+    cp: FileCheckpoint,
+    received: u64,
+    last: bool,
+}
+
+/// Waits for a chunk's commit and books it: counts, a corrected checkpoint
+/// when the store refused rows the estimate did not know about, the
+/// rejection report, progress. Returns the committed offset.
+fn finish_chunk(
+    pipeline: &Pipeline,
+    f: ChunkInFlight,
+    report: &mut FileReport,
+    sink: &mut RejectSink,
+    size: u64,
+    progress: &dyn Fn(u64, u64),
+) -> Result<u64, FolderError> {
+    let ChunkInFlight {
+        inflight,
+        mut cp,
+        received,
+        ..
+    } = f;
+    let mut summary = inflight.wait()?;
+    report.chunks += 1;
+    let end = cp.byte_offset;
+    let rejected = summary.dead_lettered();
+    report.rows_rejected += rejected;
+    report.rows_ok += received.saturating_sub(rejected);
+    if report.rows_rejected != cp.rows_rejected || report.rows_ok != cp.rows_ok {
+        cp.rows_ok = report.rows_ok;
+        cp.rows_rejected = report.rows_rejected;
+        pipeline
+            .writer()
+            .call(move |s| s.set_file_checkpoint(&cp))?;
+    }
+    let rejections = std::mem::take(&mut summary.rejections);
+    sink.write(&rejections)?;
+    report.summary.absorb(summary);
+    progress(end, size);
+    Ok(end)
+}
+
 /// The reader thread: sends chunks cut at item boundaries that carry an
 /// offset (a `.json` document only has one, at its end). The last chunk is
 /// marked by `end_offset == u64::MAX` (possibly empty): a full chunk is held
 /// back until the next item shows that more follow, so the final rows and
 /// the `done` state commit together.
 fn read_chunks(
+    pipeline: &Pipeline,
     reader: FileReader,
     start: u64,
     chunk_items: usize,
     chunk_bytes: u64,
-    tx: &mpsc::SyncSender<Result<Chunk, FileError>>,
+    tx: &mpsc::SyncSender<Result<Chunk, FolderError>>,
 ) {
-    let new_chunk = || Chunk {
-        inputs: Vec::with_capacity(chunk_items.min(8_192)),
-        parse_errors: 0,
-        end_offset: 0,
-    };
-    let mut chunk = new_chunk();
+    let mut chunk = Chunk::new();
     let mut held: Option<Chunk> = None;
     let mut chunk_start = start;
     for item in reader {
         let item = match item {
             Ok(i) => i,
             Err(e) => {
-                let _ = tx.send(Err(e));
+                let _ = tx.send(Err(e.into()));
                 return;
             }
         };
@@ -548,26 +623,37 @@ fn read_chunks(
         {
             return;
         }
-        let message = item.message.map_err(|e| {
-            chunk.parse_errors += 1;
-            (e.code(), e.to_string())
-        });
+        let message = item.message.map_err(|e| (e.code(), e.to_string()));
         chunk.inputs.push(Input {
             message,
             line: Some(item.line),
         });
+        if chunk.inputs.len() >= MAP_BATCH
+            && let Err(e) = chunk.map(pipeline)
+        {
+            let _ = tx.send(Err(e.into()));
+            return;
+        }
         if item.end_offset > 0 {
             chunk.end_offset = item.end_offset;
-            if chunk.inputs.len() >= chunk_items
+            if chunk.len() >= chunk_items
                 || item.end_offset.saturating_sub(chunk_start) >= chunk_bytes
             {
                 chunk_start = item.end_offset;
-                held = Some(std::mem::replace(&mut chunk, new_chunk()));
+                if let Err(e) = chunk.map(pipeline) {
+                    let _ = tx.send(Err(e.into()));
+                    return;
+                }
+                held = Some(std::mem::replace(&mut chunk, Chunk::new()));
             }
         }
     }
+    if let Err(e) = chunk.map(pipeline) {
+        let _ = tx.send(Err(e.into()));
+        return;
+    }
     let last = match held {
-        Some(full) if chunk.inputs.is_empty() => full,
+        Some(full) if chunk.len() == 0 => full,
         Some(full) => {
             if tx.send(Ok(full)).is_err() {
                 return;

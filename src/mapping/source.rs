@@ -165,11 +165,22 @@ impl JsonPath {
         let mut cur = root;
         for s in &self.steps {
             cur = match s {
-                PathStep::Key(k) => cur.as_object()?.get(k)?,
+                PathStep::Key(k) => object_get(cur.as_object()?, k)?,
                 PathStep::Index(i) => cur.as_array()?.get(*i)?,
             };
         }
         (!cur.is_null()).then_some(cur)
+    }
+}
+
+/// `map.get(key)`, by a linear scan for the small objects Segment messages
+/// are made of: cheaper than hashing the key (SipHash) for every one of the
+/// dozens of default paths probed per message.
+fn object_get<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if map.len() <= 16 {
+        map.iter().find_map(|(k, v)| (k == key).then_some(v))
+    } else {
+        map.get(key)
     }
 }
 

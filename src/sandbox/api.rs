@@ -816,6 +816,18 @@ async fn upload_records(State(sh): Sh, headers: HeaderMap, body: Bytes) -> Respo
             Err(m) => return bad_request(&sh, m),
         }
     }
+    if let Some(i) = records.iter().position(|r| {
+        sh.reject_user
+            .as_ref()
+            .is_some_and(|re| re.is_match(&r.external_user_id))
+    }) {
+        return bad_request(
+            &sh,
+            format!(
+                "records[{i}] is invalid: the sandbox rejects this externalUserId (reject pattern)"
+            ),
+        );
+    }
     let audience_id = wire.audience_id.0.to_string();
     let job_request_id = job_id();
     let mut st = sh.lock();

@@ -86,6 +86,10 @@ pub struct SandboxOptions {
     /// Regex: records whose `externalUserId` matches are reported in
     /// `invalidRecords` (job `PARTIALLYSUCCEEDED`). Default `^invalid_`.
     pub invalid_user_pattern: Option<String>,
+    /// Regex: a records upload containing a record whose `externalUserId`
+    /// matches is refused as a whole with 400 (as Amazon refuses a request
+    /// with an invalid record). Default `^rejected_`.
+    pub reject_user_pattern: Option<String>,
     /// Faults active from the start.
     pub faults: Faults,
     /// Keep the raw bytes of every accepted records body ([`Sandbox::raw_bodies`]).
@@ -106,6 +110,7 @@ impl Default for SandboxOptions {
             token_ttl: Duration::from_secs(3600),
             job_pending_polls: 1,
             invalid_user_pattern: Some("^invalid_".into()),
+            reject_user_pattern: Some("^rejected_".into()),
             faults: Faults::default(),
             keep_raw_bodies: false,
             max_body_bytes: 64 << 20,
@@ -186,6 +191,7 @@ pub(crate) struct Shared {
     pub token_ttl: Duration,
     pub job_pending_polls: u32,
     pub invalid_user: Option<regex::Regex>,
+    pub reject_user: Option<regex::Regex>,
     pub keep_raw_bodies: bool,
     pub max_body_bytes: usize,
     pub state: Mutex<State>,
@@ -235,6 +241,13 @@ pub async fn try_start(opts: SandboxOptions) -> std::io::Result<Sandbox> {
             })?),
             None => None,
         };
+    let reject_user =
+        match &opts.reject_user_pattern {
+            Some(p) => Some(regex::Regex::new(p).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?),
+            None => None,
+        };
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
@@ -250,6 +263,7 @@ pub async fn try_start(opts: SandboxOptions) -> std::io::Result<Sandbox> {
         token_ttl: opts.token_ttl,
         job_pending_polls: opts.job_pending_polls,
         invalid_user,
+        reject_user,
         keep_raw_bodies: opts.keep_raw_bodies,
         max_body_bytes: opts.max_body_bytes,
         state: Mutex::new(State {

@@ -23,6 +23,7 @@
 //! Units: times are milliseconds since the Unix epoch (`*_ms`), sizes are
 //! records unless stated, file offsets are bytes.
 
+mod jobs;
 mod lock;
 mod queue;
 mod schema;
@@ -38,7 +39,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Action, HashedPii, MemberChange, Source, UserConsent};
 
-pub use writer::{Writer, WriterHandle, WriterStats};
+pub use jobs::{Job, UploadCounts};
+pub use writer::{PendingCommit, Writer, WriterHandle, WriterStats};
 
 /// Maximum number of distinct `hashedPII` objects kept per record (Amazon's
 /// limit per record).

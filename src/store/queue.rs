@@ -116,7 +116,45 @@ pub(super) fn write_checkpoint(
     Ok(())
 }
 
-fn write_dead_letter(tx: &Transaction<'_>, dl: &NewDeadLetter, now: i64) -> Result<(), StoreError> {
+/// Moves acknowledged pending rows (unchanged `seq`) to `membership` inside
+/// `tx`; rows whose `seq` changed are kept pending.
+pub(crate) fn ack_in(
+    tx: &Transaction<'_>,
+    audience: i64,
+    records: &[(String, i64)],
+    now: i64,
+) -> Result<AckOutcome, StoreError> {
+    let mut out = AckOutcome::default();
+    let mut copy = tx.prepare_cached(
+        "INSERT INTO membership (audience, external_user_id, action, event_time_ms,
+             country_code, hashed_pii, user_consent, uploaded_at)
+         SELECT audience, external_user_id, action, event_time_ms, country_code,
+             hashed_pii, user_consent, ?4
+         FROM pending WHERE seq = ?3 AND audience = ?1 AND external_user_id = ?2
+         ON CONFLICT (audience, external_user_id) DO UPDATE SET
+             action = excluded.action, event_time_ms = excluded.event_time_ms,
+             country_code = excluded.country_code, hashed_pii = excluded.hashed_pii,
+             user_consent = excluded.user_consent, uploaded_at = excluded.uploaded_at",
+    )?;
+    let mut del = tx.prepare_cached(
+        "DELETE FROM pending WHERE seq = ?3 AND audience = ?1 AND external_user_id = ?2",
+    )?;
+    for (ext, seq) in records {
+        if copy.execute(params![audience, ext, seq, now])? == 1 {
+            del.execute(params![audience, ext, seq])?;
+            out.acked += 1;
+        } else {
+            out.kept += 1;
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn write_dead_letter(
+    tx: &Transaction<'_>,
+    dl: &NewDeadLetter,
+    now: i64,
+) -> Result<(), StoreError> {
     let payload = match &dl.payload {
         Some(p) => Some(serde_json::to_string(&p.clone().sanitized())?),
         None => None,
@@ -556,39 +594,13 @@ impl Store {
         records: &[(String, i64)],
     ) -> Result<AckOutcome, StoreError> {
         let audience = self.audience_or_err(audience_key)?;
-        let now = now_ms();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut out = AckOutcome::default();
-        {
-            let mut copy = tx.prepare_cached(
-                "INSERT INTO membership (audience, external_user_id, action, event_time_ms,
-                     country_code, hashed_pii, user_consent, uploaded_at)
-                 SELECT audience, external_user_id, action, event_time_ms, country_code,
-                     hashed_pii, user_consent, ?4
-                 FROM pending WHERE seq = ?3 AND audience = ?1 AND external_user_id = ?2
-                 ON CONFLICT (audience, external_user_id) DO UPDATE SET
-                     action = excluded.action, event_time_ms = excluded.event_time_ms,
-                     country_code = excluded.country_code, hashed_pii = excluded.hashed_pii,
-                     user_consent = excluded.user_consent, uploaded_at = excluded.uploaded_at",
-            )?;
-            let mut del = tx.prepare_cached(
-                "DELETE FROM pending WHERE seq = ?3 AND audience = ?1 AND external_user_id = ?2",
-            )?;
-            for (ext, seq) in records {
-                if copy.execute(params![audience, ext, seq, now])? == 1 {
-                    del.execute(params![audience, ext, seq])?;
-                    out.acked += 1;
-                } else {
-                    out.kept += 1;
-                }
-            }
-        }
+        let out = ack_in(&tx, audience, records, now_ms())?;
         tx.commit()?;
         Ok(out)
     }
-
     fn audience_or_err(&mut self, key: &str) -> Result<i64, StoreError> {
         self.audience_row_id(key)?
             .ok_or_else(|| StoreError::UnknownAudience {

@@ -99,6 +99,27 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated_at    INTEGER NOT NULL
     );
     "#,
+    // 2: upload jobs (AMC Audiences API `jobRequestId`s awaiting a terminal state).
+    r#"
+    CREATE TABLE jobs (
+        id             INTEGER PRIMARY KEY,
+        audience       INTEGER NOT NULL REFERENCES audiences(id),
+        job_request_id TEXT NOT NULL UNIQUE,
+        records        INTEGER NOT NULL,
+        state          TEXT NOT NULL,
+        invalid        INTEGER NOT NULL DEFAULT 0,
+        polls          INTEGER NOT NULL DEFAULT 0,
+        created_at     INTEGER NOT NULL,
+        updated_at     INTEGER NOT NULL
+    );
+    CREATE INDEX jobs_open ON jobs (state, id);
+    -- The users a job carried, so a FAILED job's records are dead-lettered by name.
+    CREATE TABLE job_records (
+        job              INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        external_user_id TEXT NOT NULL
+    );
+    CREATE INDEX job_records_job ON job_records (job);
+    "#,
 ];
 
 /// The schema version this build writes.

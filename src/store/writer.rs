@@ -74,11 +74,22 @@ impl WriterHandle {
     /// nothing of `items` was committed. [`StoreError::WriterClosed`] if the
     /// writer has shut down.
     pub fn submit(&self, items: Vec<IncomingItem>) -> Result<BatchOutcome, StoreError> {
+        self.submit_nowait(items)?.wait()
+    }
+
+    /// Like [`WriterHandle::submit`] but returns as soon as `items` are
+    /// queued for the next group commit; [`PendingCommit::wait`] blocks until
+    /// they are durable. Lets a producer prepare its next batch while this
+    /// one commits. Submissions are committed in the order they are queued.
+    ///
+    /// # Errors
+    /// [`StoreError::WriterClosed`] if the writer has shut down.
+    pub fn submit_nowait(&self, items: Vec<IncomingItem>) -> Result<PendingCommit, StoreError> {
         let (reply, rx) = mpsc::channel();
         self.tx
             .send(Msg::Submit { items, reply })
             .map_err(|_| StoreError::WriterClosed)?;
-        rx.recv().map_err(|_| StoreError::WriterClosed)?
+        Ok(PendingCommit { rx })
     }
 
     /// Runs `f` on the writer thread with exclusive access to the [`Store`]
@@ -111,6 +122,23 @@ impl WriterHandle {
             transactions: self.counters.transactions.load(Ordering::Relaxed),
             largest_group: self.counters.largest_group.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A submission queued with [`WriterHandle::submit_nowait`]. Dropping it
+/// does not cancel the commit; it only discards the answer.
+#[derive(Debug)]
+pub struct PendingCommit {
+    rx: Receiver<Result<BatchOutcome, StoreError>>,
+}
+
+impl PendingCommit {
+    /// Blocks until the submission is committed (or failed).
+    ///
+    /// # Errors
+    /// As [`WriterHandle::submit`].
+    pub fn wait(self) -> Result<BatchOutcome, StoreError> {
+        self.rx.recv().map_err(|_| StoreError::WriterClosed)?
     }
 }
 

@@ -1,4 +1,5 @@
-//! Uploading queued changes to Amazon (DESIGN.md 4.6): the pure [`planner`];
-//! the scheduler and job poller arrive with the rest of issue 4.
+//! Uploading queued changes to Amazon (DESIGN.md 4.6): the pure [`planner`]
+//! and the [`engine`] (scheduler, per-audience backoff, job poller).
 
+pub mod engine;
 pub mod planner;

@@ -1,0 +1,793 @@
+//! The sync engine (DESIGN.md 4.6, issue 4): uploads queued, hashed changes
+//! to the Amazon Ads AMC Audiences API on a schedule, and polls upload jobs.
+//!
+//! * **Schedule**: a round every `interval` (default 15 minutes), when a
+//!   batch has filled since the last round ([`UploadTrigger`]), and on demand
+//!   ([`SyncHandle::flush`]).
+//! * **Per audience**: the Amazon audience is created on first use; pending
+//!   records are read in queue order, planned into requests of ≤ `batch_size`
+//!   records and ≤ `max_body_bytes`, and sent. Each audience has its own
+//!   backoff: one failing audience never blocks another.
+//! * **Errors** (AMC Audiences API behaviour, DESIGN.md 4.6): 400 → the batch
+//!   is split in halves until the bad records are isolated and dead-lettered
+//!   (`amazon_rejected_record`); 401 → the client refreshes the token once and
+//!   retries, then the engine stops uploading with auth state `needs_login`
+//!   (intake and queue go on, nothing is dropped); `invalid_grant` → the same;
+//!   429 → wait `Retry-After` when given, else exponential backoff with
+//!   jitter; 5xx, timeouts, resets → exponential backoff with jitter, retried
+//!   forever, backlog visible in status.
+//! * **At-least-once**: a batch leaves the queue only in the transaction that
+//!   records its `jobRequestId` ([`crate::store::Store::complete_upload`]); a
+//!   crash between the 202 and that commit re-sends the batch, never loses it.
+//! * **Jobs** are polled until terminal; `invalidRecords` (and every record of
+//!   a `FAILED` job) become dead letters with Amazon's reason.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::amazon::{
+    AmazonClient, ApiError, AudienceFee, AudienceMetadata, AudienceRequest, Digits, Record,
+    TargetResource, encode_records_body, record_encoded_len,
+};
+use crate::store::{Audience, PendingRecord, Store, StoreError, Target, WriterHandle};
+use crate::sync::planner::{self, Limits};
+
+/// File in the data dir where the engine publishes its state for `status`.
+pub const SYNC_STATE_FILE: &str = "sync.json";
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Time between scheduled rounds (default 900 s).
+    pub interval: Duration,
+    /// Records per request (1–10,000; default 10,000).
+    pub batch_size: usize,
+    /// Encoded body cap per request, bytes (default 4,000,000).
+    pub max_body_bytes: usize,
+    /// First backoff after a failure (default 1 s); doubles up to `backoff_max`.
+    pub backoff_initial: Duration,
+    /// Longest backoff (default 15 min).
+    pub backoff_max: Duration,
+    /// First job-poll interval (default 2 s); grows to `poll_max`.
+    pub poll_initial: Duration,
+    /// Longest job-poll interval (default 60 s).
+    pub poll_max: Duration,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            interval: Duration::from_secs(900),
+            batch_size: planner::MAX_RECORDS_PER_REQUEST,
+            max_body_bytes: 4_000_000,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(900),
+            poll_initial: Duration::from_secs(2),
+            poll_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl SyncOptions {
+    /// From the config's `[schedule]`.
+    pub fn from_config(cfg: &crate::config::Config) -> SyncOptions {
+        SyncOptions {
+            interval: Duration::from_secs(cfg.schedule.upload_interval_secs),
+            batch_size: usize::try_from(cfg.schedule.batch_size).unwrap_or(10_000),
+            max_body_bytes: usize::try_from(cfg.schedule.max_body_bytes).unwrap_or(4_000_000),
+            ..SyncOptions::default()
+        }
+    }
+}
+
+/// Whether uploads can run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthState {
+    /// Credentials work.
+    #[default]
+    Ok,
+    /// The refresh token was refused (`invalid_grant`) or API calls stay 401:
+    /// log in again; the queue keeps growing meanwhile.
+    NeedsLogin,
+    /// No Amazon credentials configured (`amc-sync login`).
+    NoCredentials,
+}
+
+/// One audience's upload state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AudienceSync {
+    /// Records accepted by Amazon since the agent started.
+    pub uploaded: u64,
+    /// Records dead-lettered by uploads since the agent started.
+    pub failed: u64,
+    /// Consecutive failed attempts.
+    pub failures: u32,
+    /// No upload before this time (ms since the epoch) because of backoff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backoff_until_ms: Option<i64>,
+    /// The last error (reason code and Amazon's message), cleared on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Last successful upload, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_upload_ms: Option<i64>,
+}
+
+/// What the engine publishes (in memory and in `sync.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// Credentials state.
+    pub auth: AuthState,
+    /// Last round that uploaded something, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_upload_ms: Option<i64>,
+    /// Next scheduled round, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_upload_ms: Option<i64>,
+    /// Last error of any audience or of the job poller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Per audience key.
+    pub audiences: BTreeMap<String, AudienceSync>,
+}
+
+/// Signals "a batch has filled" from the intake to the engine.
+#[derive(Debug)]
+pub struct UploadTrigger {
+    queued_since_round: AtomicU64,
+    threshold: u64,
+    notify: Notify,
+}
+
+impl UploadTrigger {
+    /// A trigger that fires when `threshold` changes were queued since the last round.
+    pub fn new(threshold: u64) -> Arc<UploadTrigger> {
+        Arc::new(UploadTrigger {
+            queued_since_round: AtomicU64::new(0),
+            threshold: threshold.max(1),
+            notify: Notify::new(),
+        })
+    }
+
+    /// Called by the intake after a commit with the number of changes queued.
+    pub fn queued(&self, n: u64) {
+        let total = self.queued_since_round.fetch_add(n, Ordering::Relaxed) + n;
+        if n > 0 && total >= self.threshold {
+            self.notify.notify_one();
+        }
+    }
+
+    fn reset(&self) {
+        self.queued_since_round.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Cheap handle to a running engine: flush on demand, read status.
+#[derive(Clone, Debug)]
+pub struct SyncHandle {
+    wake: Arc<Notify>,
+    status: Arc<Mutex<SyncStatus>>,
+    rounds: Arc<AtomicU64>,
+}
+
+impl SyncHandle {
+    /// Asks for an upload round now.
+    pub fn flush(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The current status.
+    pub fn status(&self) -> SyncStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Rounds completed since start (a flush waits for this to increase).
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Acquire)
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoundReport {
+    /// Records accepted by Amazon (202).
+    pub uploaded: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Records dead-lettered (isolated 400s, oversized records).
+    pub dead_lettered: u64,
+    /// Audiences created at Amazon.
+    pub audiences_created: u64,
+    /// Audiences skipped or stopped because of an error or backoff.
+    pub audiences_failed: u64,
+}
+
+/// The engine. Create with [`SyncEngine::new`], run with [`SyncEngine::run`].
+pub struct SyncEngine {
+    client: Option<AmazonClient>,
+    writer: WriterHandle,
+    opts: SyncOptions,
+    status: Arc<Mutex<SyncStatus>>,
+    wake: Arc<Notify>,
+    trigger: Option<Arc<UploadTrigger>>,
+    state_file: Option<PathBuf>,
+    rounds: Arc<AtomicU64>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Exponential backoff with full jitter in [d/2, d]: `initial · 2^(failures-1)`,
+/// capped at `max`.
+fn backoff(initial: Duration, max: Duration, failures: u32) -> Duration {
+    let exp = initial
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(max);
+    let mut b = [0u8; 4];
+    let r = if getrandom::fill(&mut b).is_ok() {
+        u32::from_le_bytes(b)
+    } else {
+        0
+    };
+    let half = exp / 2;
+    half + Duration::from_nanos(
+        u64::try_from(half.as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(u64::from(r))
+            / u64::from(u32::MAX).max(1),
+    )
+}
+
+enum Stop {
+    /// Credentials are dead: stop the whole round.
+    Auth(AuthState, String),
+    /// This audience backs off (optional server-given delay).
+    Audience(String, Option<Duration>),
+}
+
+impl SyncEngine {
+    /// A new engine. `client` is `None` when no credentials are configured
+    /// (the engine then only publishes `no_credentials`). `state_file` is
+    /// where the status is published for `amc-sync status`.
+    pub fn new(
+        client: Option<AmazonClient>,
+        writer: WriterHandle,
+        opts: SyncOptions,
+        trigger: Option<Arc<UploadTrigger>>,
+        state_file: Option<PathBuf>,
+    ) -> SyncEngine {
+        let auth = if client.is_some() {
+            AuthState::Ok
+        } else {
+            AuthState::NoCredentials
+        };
+        SyncEngine {
+            client,
+            writer,
+            opts,
+            status: Arc::new(Mutex::new(SyncStatus {
+                auth,
+                ..SyncStatus::default()
+            })),
+            wake: Arc::new(Notify::new()),
+            trigger,
+            state_file,
+            rounds: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A handle for flushing and reading status.
+    pub fn handle(&self) -> SyncHandle {
+        SyncHandle {
+            wake: self.wake.clone(),
+            status: self.status.clone(),
+            rounds: self.rounds.clone(),
+        }
+    }
+
+    fn with_status<R>(&self, f: impl FnOnce(&mut SyncStatus) -> R) -> R {
+        f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    async fn store<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
+    {
+        let w = self.writer.clone();
+        match tokio::task::spawn_blocking(move || w.call(f)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::WriterClosed),
+        }
+    }
+
+    fn publish(&self) {
+        let Some(path) = &self.state_file else { return };
+        let status = self.with_status(|s| s.clone());
+        let Ok(bytes) = serde_json::to_vec_pretty(&status) else {
+            return;
+        };
+        let tmp = path.with_extension("json.tmp");
+        if std::fs::write(&tmp, bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+
+    /// Runs rounds and job polls until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut poll_every = self.opts.poll_initial;
+        let start = tokio::time::Instant::now();
+        let mut next_round = start;
+        let mut next_poll = start;
+        loop {
+            let wake_at = next_round.min(next_poll);
+            let trigger = self.trigger.clone();
+            let fired = async move {
+                match trigger {
+                    Some(t) => t.notify.notified().await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                () = tokio::time::sleep_until(wake_at) => {}
+                () = self.wake.notified() => next_round = tokio::time::Instant::now(),
+                () = fired => next_round = tokio::time::Instant::now(),
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= next_round {
+                let report = self.upload_round().await;
+                if report.uploaded > 0 || report.requests > 0 {
+                    tracing::info!(
+                        uploaded = report.uploaded,
+                        requests = report.requests,
+                        dead_lettered = report.dead_lettered,
+                        audiences_failed = report.audiences_failed,
+                        "upload round"
+                    );
+                    poll_every = self.opts.poll_initial;
+                    next_poll = now + poll_every;
+                }
+                // Retry sooner than the schedule when an audience is backing off.
+                let soonest_backoff = self.with_status(|s| {
+                    s.audiences
+                        .values()
+                        .filter_map(|a| a.backoff_until_ms)
+                        .min()
+                });
+                let mut next = now + self.opts.interval;
+                if let Some(until) = soonest_backoff {
+                    let wait = Duration::from_millis(
+                        u64::try_from((until - now_ms()).max(0)).unwrap_or(0),
+                    );
+                    next = next.min(now + wait);
+                }
+                next_round = next;
+                let next_ms = now_ms() + ms(next.saturating_duration_since(now));
+                self.with_status(|s| s.next_upload_ms = Some(next_ms));
+                self.rounds.fetch_add(1, Ordering::Release);
+            }
+            if tokio::time::Instant::now() >= next_poll {
+                let open = self.poll_jobs().await;
+                if open > 0 {
+                    next_poll = tokio::time::Instant::now() + poll_every;
+                    poll_every = (poll_every * 2).min(self.opts.poll_max);
+                } else {
+                    next_poll = tokio::time::Instant::now() + self.opts.interval;
+                    poll_every = self.opts.poll_initial;
+                }
+            }
+            self.publish();
+        }
+        self.publish();
+    }
+
+    /// One upload round over every audience with pending records (skipping
+    /// those in backoff). Never returns an error: failures are recorded per
+    /// audience in the status.
+    pub async fn upload_round(&self) -> RoundReport {
+        let mut report = RoundReport::default();
+        if let Some(t) = &self.trigger {
+            t.reset();
+        }
+        let Some(client) = self.client.clone() else {
+            self.with_status(|s| s.auth = AuthState::NoCredentials);
+            return report;
+        };
+        if self.with_status(|s| s.auth == AuthState::NeedsLogin) {
+            return report;
+        }
+        let audiences = match self.store(|s| s.audiences()).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.with_status(|s| s.last_error = Some(format!("database: {e}")));
+                return report;
+            }
+        };
+        let now = now_ms();
+        for a in audiences {
+            let in_backoff = self.with_status(|s| {
+                s.audiences
+                    .get(&a.key)
+                    .and_then(|x| x.backoff_until_ms)
+                    .is_some_and(|t| t > now)
+            });
+            if in_backoff {
+                report.audiences_failed += 1;
+                continue;
+            }
+            match self.upload_audience(&client, &a, &mut report).await {
+                Ok(()) => self.with_status(|s| {
+                    let e = s.audiences.entry(a.key.clone()).or_default();
+                    e.failures = 0;
+                    e.backoff_until_ms = None;
+                    e.last_error = None;
+                }),
+                Err(Stop::Auth(state, msg)) => {
+                    tracing::warn!(audience = %a.key, "uploads paused: {msg}");
+                    self.with_status(|s| {
+                        s.auth = state;
+                        s.last_error = Some(msg);
+                    });
+                    report.audiences_failed += 1;
+                    break;
+                }
+                Err(Stop::Audience(msg, retry_after)) => {
+                    report.audiences_failed += 1;
+                    let (initial, max) = (self.opts.backoff_initial, self.opts.backoff_max);
+                    self.with_status(|s| {
+                        let e = s.audiences.entry(a.key.clone()).or_default();
+                        e.failures = e.failures.saturating_add(1);
+                        let wait = retry_after.unwrap_or_else(|| backoff(initial, max, e.failures));
+                        e.backoff_until_ms = Some(now_ms() + ms(wait));
+                        e.last_error = Some(msg.clone());
+                        s.last_error = Some(format!("{}: {msg}", a.key));
+                    });
+                    tracing::warn!(audience = %a.key, error = %msg, "upload failed; backing off");
+                }
+            }
+        }
+        if report.uploaded > 0 {
+            self.with_status(|s| s.last_upload_ms = Some(now_ms()));
+        }
+        report
+    }
+
+    fn classify(e: ApiError) -> Stop {
+        match e {
+            ApiError::NeedsLogin { message } => Stop::Auth(
+                AuthState::NeedsLogin,
+                format!(
+                    "needs_login: the refresh token was refused ({message}); run `amc-sync login`"
+                ),
+            ),
+            ApiError::Unauthorized { message } => Stop::Auth(
+                AuthState::NeedsLogin,
+                format!("needs_login: Amazon answered 401 after a token refresh ({message})"),
+            ),
+            ApiError::RateLimited { retry_after } => {
+                Stop::Audience("rate_limited: Amazon answered 429".into(), retry_after)
+            }
+            e @ ApiError::Retryable(_) => Stop::Audience(format!("{}: {e}", e.code()), None),
+            e => Stop::Audience(format!("{}: {e}", e.code()), None),
+        }
+    }
+
+    async fn ensure_amazon_audience(
+        &self,
+        client: &AmazonClient,
+        a: &Audience,
+        report: &mut RoundReport,
+    ) -> Result<Digits, Stop> {
+        if let Some(id) = a.audience_id.as_deref().and_then(Digits::parse) {
+            return Ok(id);
+        }
+        let target = match &a.target {
+            Target::AdvertiserId(id) => match Digits::parse(id) {
+                Some(d) => TargetResource::AdvertiserId(d),
+                None => return Err(Stop::Audience("invalid_advertiser_id".into(), None)),
+            },
+            Target::ConnectionId(c) => TargetResource::ConnectionId(c.clone()),
+        };
+        let mut name = format!("AMC Sync {}", a.key);
+        name = name.chars().take(128).collect();
+        let req = AudienceRequest {
+            name,
+            description: if a.description.is_empty() {
+                format!("Synced by AMC Sync from audience {}", a.key)
+            } else {
+                a.description.clone()
+            },
+            target_resource: target,
+            country_code: a.country_code.clone(),
+            metadata: AudienceMetadata {
+                external_audience_id: a
+                    .external_audience_id
+                    .clone()
+                    .unwrap_or_else(|| a.key.clone()),
+                ttl: a.ttl_secs.map(u64::from),
+                audience_fees: match (a.cpm_cents, &a.currency) {
+                    (Some(c), Some(cur)) => Some(vec![AudienceFee {
+                        currency: cur.clone(),
+                        cpm_cents: u64::from(c),
+                    }]),
+                    _ => None,
+                },
+            },
+        };
+        let created = client.create_audience(&req).await.map_err(Self::classify)?;
+        let key = a.key.clone();
+        let id = created.audience_id.as_str().to_string();
+        self.store(move |s| s.set_amazon_audience_id(&key, &id))
+            .await
+            .map_err(|e| Stop::Audience(format!("database: {e}"), None))?;
+        report.audiences_created += 1;
+        tracing::info!(audience = %a.key, audience_id = %created.audience_id, "audience created at Amazon");
+        Ok(created.audience_id)
+    }
+
+    async fn upload_audience(
+        &self,
+        client: &AmazonClient,
+        a: &Audience,
+        report: &mut RoundReport,
+    ) -> Result<(), Stop> {
+        let batch_size = self
+            .opts
+            .batch_size
+            .clamp(1, planner::MAX_RECORDS_PER_REQUEST);
+        let limits = Limits {
+            max_records: batch_size,
+            max_body_bytes: self.opts.max_body_bytes,
+            envelope_bytes: 64,
+        };
+        let mut after_seq = 0i64;
+        let mut audience_id: Option<Digits> = None;
+        loop {
+            let key = a.key.clone();
+            let pending = self
+                .store(move |s| s.pending_batch(&key, batch_size, after_seq))
+                .await
+                .map_err(|e| Stop::Audience(format!("database: {e}"), None))?;
+            let Some(last) = pending.last() else { break };
+            after_seq = last.seq;
+            let id = match &audience_id {
+                Some(id) => id.clone(),
+                None => {
+                    let id = self.ensure_amazon_audience(client, a, report).await?;
+                    audience_id = Some(id.clone());
+                    id
+                }
+            };
+            let records: Vec<Record> = pending.iter().map(to_record).collect();
+            let (batches, oversized) =
+                planner::plan(records.len(), limits, |i| record_encoded_len(&records[i]));
+            if !oversized.is_empty() {
+                let rows: Vec<(String, i64)> = oversized
+                    .iter()
+                    .map(|o| {
+                        (
+                            pending[o.index].external_user_id.clone(),
+                            pending[o.index].seq,
+                        )
+                    })
+                    .collect();
+                let key = a.key.clone();
+                let cap = self.opts.max_body_bytes;
+                let n = self
+                    .store(move |s| {
+                        s.dead_letter_pending(
+                            &key,
+                            &rows,
+                            "record_too_large",
+                            &format!(
+                                "the encoded record exceeds the request byte cap ({cap} bytes)"
+                            ),
+                        )
+                    })
+                    .await
+                    .map_err(|e| Stop::Audience(format!("database: {e}"), None))?;
+                report.dead_lettered += n;
+                self.count_failed(&a.key, n);
+            }
+            for b in batches {
+                self.send_isolating(client, &a.key, &id, &records, &pending, b.range, report)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn count_failed(&self, key: &str, n: u64) {
+        if n > 0 {
+            self.with_status(|s| s.audiences.entry(key.to_string()).or_default().failed += n);
+        }
+    }
+
+    /// Sends `range`; on 400 splits it in halves until single bad records are
+    /// isolated and dead-lettered (never split on 429/5xx).
+    #[allow(clippy::too_many_arguments)]
+    async fn send_isolating(
+        &self,
+        client: &AmazonClient,
+        key: &str,
+        audience_id: &Digits,
+        records: &[Record],
+        pending: &[PendingRecord],
+        range: std::ops::Range<usize>,
+        report: &mut RoundReport,
+    ) -> Result<(), Stop> {
+        let mut stack = vec![range];
+        while let Some(r) = stack.pop() {
+            let body = encode_records_body(audience_id, &records[r.clone()]);
+            report.requests += 1;
+            match client.upload_records_body(body).await {
+                Ok(job) => {
+                    let sent: Vec<(String, i64)> = pending[r.clone()]
+                        .iter()
+                        .map(|p| (p.external_user_id.clone(), p.seq))
+                        .collect();
+                    let n = sent.len() as u64;
+                    let k = key.to_string();
+                    self.store(move |s| s.complete_upload(&k, &sent, &job))
+                        .await
+                        .map_err(|e| Stop::Audience(format!("database: {e}"), None))?;
+                    report.uploaded += n;
+                    let now = now_ms();
+                    self.with_status(|s| {
+                        let e = s.audiences.entry(key.to_string()).or_default();
+                        e.uploaded += n;
+                        e.last_upload_ms = Some(now);
+                    });
+                }
+                Err(ApiError::InvalidRequest { message }) if r.len() > 1 => {
+                    tracing::info!(audience = %key, records = r.len(), "400 from Amazon; splitting the batch to isolate bad records");
+                    let mid = r.start + r.len() / 2;
+                    stack.push(mid..r.end);
+                    stack.push(r.start..mid);
+                    let _ = message;
+                }
+                Err(ApiError::InvalidRequest { message }) => {
+                    let row = vec![(
+                        pending[r.start].external_user_id.clone(),
+                        pending[r.start].seq,
+                    )];
+                    let k = key.to_string();
+                    let n = self
+                        .store(move |s| {
+                            s.dead_letter_pending(&k, &row, "amazon_rejected_record", &message)
+                        })
+                        .await
+                        .map_err(|e| Stop::Audience(format!("database: {e}"), None))?;
+                    report.dead_lettered += n;
+                    self.count_failed(key, n);
+                }
+                Err(e) => return Err(Self::classify(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls every open job once; finished ones are recorded (invalid records
+    /// dead-lettered). Returns how many stay open.
+    pub async fn poll_jobs(&self) -> usize {
+        let Some(client) = self.client.clone() else {
+            return 0;
+        };
+        let jobs = match self.store(|s| s.open_jobs()).await {
+            Ok(j) => j,
+            Err(_) => return 0,
+        };
+        let mut open = 0usize;
+        for job in jobs {
+            match client.job_status(&job.job_request_id).await {
+                Ok(st) if st.job_state.is_terminal() => {
+                    let invalid: Vec<(String, String)> = st
+                        .invalid_records
+                        .iter()
+                        .map(|r| (r.external_id.clone(), r.error.clone()))
+                        .collect();
+                    let id = job.job_request_id.clone();
+                    let state = st.job_state.as_str().to_string();
+                    match self
+                        .store(move |s| s.finish_job(&id, &state, &invalid))
+                        .await
+                    {
+                        Ok(n) => {
+                            self.count_failed(&job.audience_key, n);
+                            tracing::info!(
+                                audience = %job.audience_key,
+                                job = %job.job_request_id,
+                                state = st.job_state.as_str(),
+                                invalid = n,
+                                "upload job finished"
+                            );
+                        }
+                        Err(e) => {
+                            open += 1;
+                            tracing::warn!(error = %e, "recording a finished job");
+                        }
+                    }
+                }
+                Ok(st) => {
+                    open += 1;
+                    let id = job.job_request_id.clone();
+                    let state = st.job_state.as_str().to_string();
+                    let _ = self.store(move |s| s.job_polled(&id, &state)).await;
+                }
+                Err(e) => {
+                    open += 1;
+                    if let Stop::Auth(state, msg) = Self::classify(e.clone()) {
+                        self.with_status(|s| {
+                            s.auth = state;
+                            s.last_error = Some(msg);
+                        });
+                        break;
+                    }
+                    tracing::warn!(job = %job.job_request_id, error = %e, "polling an upload job");
+                }
+            }
+        }
+        open
+    }
+}
+
+fn to_record(p: &PendingRecord) -> Record {
+    Record {
+        external_user_id: p.external_user_id.clone(),
+        country_code: Some(p.country_code.clone()).filter(|c| c != "UNKNOWN"),
+        action: p.action,
+        hashed_pii: p.hashed_pii.clone(),
+        user_consent: p.user_consent.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_is_capped() {
+        let i = Duration::from_secs(1);
+        let m = Duration::from_secs(60);
+        for f in 1..=12u32 {
+            let d = backoff(i, m, f);
+            let exp = i.saturating_mul(1 << (f - 1)).min(m);
+            assert!(d >= exp / 2 && d <= exp, "{f}: {d:?} vs {exp:?}");
+        }
+    }
+
+    #[test]
+    fn trigger_fires_at_the_threshold() {
+        let t = UploadTrigger::new(10);
+        t.queued(4);
+        t.queued(5);
+        assert_eq!(t.queued_since_round.load(Ordering::Relaxed), 9);
+        t.queued(1);
+        t.reset();
+        assert_eq!(t.queued_since_round.load(Ordering::Relaxed), 0);
+    }
+}
