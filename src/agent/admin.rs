@@ -184,7 +184,7 @@ async fn flush(
                 .into_response();
         }
         if round_done {
-            state.sync.flush(); // poll jobs promptly
+            state.sync.poll_jobs_now();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

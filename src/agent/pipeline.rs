@@ -6,6 +6,7 @@
 //! changes and dead letters with reason codes and hashed payloads.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 
 use serde_json::{Map, Value};
@@ -18,6 +19,7 @@ use crate::store::{
     self, DeadLetterSource, IncomingItem, ItemOutcome, NewAudience, NewDeadLetter, PendingCommit,
     StoreError, Target, WriterHandle,
 };
+use crate::sync::engine::UploadTrigger;
 
 /// One input to [`Pipeline::ingest`]: a parsed message, or a line that could
 /// not be parsed (its reason code and a value-free message).
@@ -149,6 +151,7 @@ pub struct InFlight {
     pending: PendingCommit,
     kinds: Vec<ItemKind>,
     summary: IngestSummary,
+    trigger: Option<Arc<UploadTrigger>>,
 }
 
 impl InFlight {
@@ -162,6 +165,7 @@ impl InFlight {
             pending,
             kinds,
             mut summary,
+            trigger,
         } = self;
         let outcome = pending.wait()?;
         for (i, o) in outcome.outcomes.iter().enumerate() {
@@ -195,6 +199,9 @@ impl InFlight {
                 _ => {}
             }
         }
+        if let Some(t) = trigger {
+            t.queued(summary.queued);
+        }
         Ok(summary)
     }
 }
@@ -209,6 +216,8 @@ pub struct Pipeline {
     /// Audience key → country, for audiences known to exist in the store.
     known: Mutex<HashMap<String, Country>>,
     writer: WriterHandle,
+    /// Tells the sync engine when a batch has filled.
+    trigger: std::sync::OnceLock<Arc<UploadTrigger>>,
 }
 
 fn now_ms() -> i64 {
@@ -249,7 +258,14 @@ impl Pipeline {
             configured,
             known: Mutex::new(known),
             writer,
+            trigger: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Connects the sync engine's "batch filled" trigger (once; later calls
+    /// are ignored).
+    pub fn set_upload_trigger(&self, trigger: Arc<UploadTrigger>) {
+        let _ = self.trigger.set(trigger);
     }
 
     /// The store writer this pipeline commits through.
@@ -417,6 +433,7 @@ impl Pipeline {
             pending,
             kinds,
             summary,
+            trigger: self.trigger.get().cloned(),
         })
     }
 

@@ -13,12 +13,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::agent::admin::{self, AdminState};
 use crate::agent::pipeline::Pipeline;
 use crate::agent::state::{AgentState, DB_FILE, StateError};
+use crate::amazon::{AmazonClient, ClientOptions, Credentials};
 use crate::config::Config;
 use crate::ingest::folder::{self, FolderError, FolderOptions};
 use crate::ingest::http::{self, HttpState};
 use crate::store::{Store, StoreError, Writer};
+use crate::sync::engine::{SYNC_STATE_FILE, SyncEngine, SyncHandle, SyncOptions, UploadTrigger};
 
 /// What `amc-sync run` and the tests configure.
 #[derive(Debug, Clone)]
@@ -35,6 +38,10 @@ pub struct RunOptions {
     pub watch_folder: bool,
     /// Overrides the drop folder's settle time (tests use short ones).
     pub folder_settle: Option<std::time::Duration>,
+    /// Login with Amazon credentials; `None`: uploads wait (`no_credentials`).
+    pub credentials: Option<Credentials>,
+    /// Upload schedule and limits (default: from the config).
+    pub sync: Option<SyncOptions>,
 }
 
 impl RunOptions {
@@ -47,6 +54,8 @@ impl RunOptions {
             write_key: None,
             watch_folder: true,
             folder_settle: None,
+            credentials: None,
+            sync: None,
         }
     }
 }
@@ -224,6 +233,7 @@ pub struct Agent {
     writer: Writer,
     pipeline: Arc<Pipeline>,
     folder: Option<FolderOptions>,
+    engine: SyncEngine,
 }
 
 impl std::fmt::Debug for Agent {
@@ -285,12 +295,32 @@ impl Agent {
                 ))
             })?;
         }
+        let client = match opts.credentials {
+            Some(c) => Some(
+                AmazonClient::new(&ClientOptions::from_config(&opts.config), c)
+                    .map_err(|e| AgentError::Invalid(format!("Amazon client: {e}")))?,
+            ),
+            None => None,
+        };
+        let sync_opts = opts
+            .sync
+            .unwrap_or_else(|| SyncOptions::from_config(&opts.config));
+        let trigger = UploadTrigger::new(sync_opts.batch_size as u64);
+        pipeline.set_upload_trigger(trigger.clone());
+        let engine = SyncEngine::new(
+            client,
+            writer.handle(),
+            sync_opts,
+            Some(trigger),
+            Some(data_dir.join(SYNC_STATE_FILE)),
+        );
         Ok(Agent {
             data_dir,
             state,
             writer,
             pipeline,
             folder,
+            engine,
         })
     }
 
@@ -307,6 +337,16 @@ impl Agent {
     /// The watched drop folder, when enabled.
     pub fn drop_dir(&self) -> Option<&Path> {
         self.folder.as_ref().map(|f| f.dir.as_path())
+    }
+
+    /// The sync engine's handle (flush, status).
+    pub fn sync(&self) -> SyncHandle {
+        self.engine.handle()
+    }
+
+    /// The admin API token.
+    pub fn admin_token(&self) -> &str {
+        &self.state.admin_token
     }
 
     /// The shared intake pipeline.
@@ -330,7 +370,7 @@ impl Agent {
         })?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let folder_thread = match self.folder.clone() {
-            Some(f) => Some(folder::spawn(self.pipeline.clone(), f, stop_rx)?),
+            Some(f) => Some(folder::spawn(self.pipeline.clone(), f, stop_rx.clone())?),
             None => None,
         };
         self.state.listen_url = Some(format!("http://{addr}"));
@@ -338,14 +378,22 @@ impl Agent {
         self.state.save(&self.data_dir)?;
         tracing::info!(listen = %addr, "intake listening");
         let pruner = tokio::spawn(prune_seen_messages(self.writer.handle()));
+        let sync = self.engine.handle();
         let router = http::router(HttpState {
             pipeline: self.pipeline.clone(),
             write_key: Arc::from(self.state.write_key.as_str()),
-        });
+        })
+        .merge(admin::router(AdminState {
+            token: Arc::from(self.state.admin_token.as_str()),
+            sync: sync.clone(),
+            writer: self.writer.handle(),
+        }));
+        let engine_task = tokio::spawn(self.engine.run(stop_rx.clone()));
         let served = serve_http(listener, router, shutdown).await;
         tracing::info!("shutting down");
         pruner.abort();
         let _ = stop_tx.send(true);
+        let _ = engine_task.await;
         if let Some(t) = folder_thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }

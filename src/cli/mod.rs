@@ -1,6 +1,7 @@
 //! Command-line interface. Exit codes (DESIGN.md 4.9): 0 ok, 1 runtime
 //! failure, 2 usage or configuration error.
 
+mod amazon_cmds;
 mod common;
 mod config_cmd;
 mod ingest;
@@ -28,6 +29,14 @@ enum Command {
     Run(run::Args),
     /// Ingest NDJSON / JSON / CSV files once, with a progress bar (files are not moved).
     Ingest(ingest::Args),
+    /// Upload queued changes now (through the running agent, or in-process).
+    Flush(amazon_cmds::FlushArgs),
+    /// Store Amazon credentials for the agent (non-interactive: --from-env).
+    Login(amazon_cmds::LoginArgs),
+    /// Remove the stored Amazon credentials.
+    Logout(amazon_cmds::LogoutArgs),
+    /// Run the sandbox Amazon Ads API (audiences, records, jobs, LWA) for trials and tests.
+    Sandbox(amazon_cmds::SandboxArgs),
     /// Normalize and hash PII exactly as AMC Sync uploads it (no data is stored or sent).
     ///
     /// "Why is my match rate low?" starts here: see what a value becomes before it is hashed.
@@ -67,12 +76,16 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Sandbox(_)) {
         restore_default_sigpipe();
     }
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Ingest(args) => ingest::run(args),
+        Command::Flush(args) => amazon_cmds::flush(args),
+        Command::Login(args) => amazon_cmds::login(args),
+        Command::Logout(args) => amazon_cmds::logout(args),
+        Command::Sandbox(args) => amazon_cmds::sandbox(args),
         Command::Normalize(args) => normalize::run(args),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Status(args) => store_cmds::status(args),

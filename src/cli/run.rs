@@ -1,5 +1,4 @@
-//! `amc-sync run`: the agent (HTTP intake + drop folder; uploads arrive with
-//! the sync issue).
+//! `amc-sync run`: the agent (HTTP intake, drop folder, scheduled uploads).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,9 +28,8 @@ pub struct Args {
     /// Do not watch a drop folder.
     #[arg(long, conflicts_with = "drop_dir")]
     no_drop_folder: bool,
-    /// Amazon Ads API base URL (overrides the region's host; e.g. the sandbox).
-    #[arg(long, value_name = "URL")]
-    api_base_url: Option<String>,
+    #[command(flatten)]
+    api: super::amazon_cmds::ApiArgs,
     /// Segment write key clients must send (default: the data dir's generated key).
     #[arg(long, value_name = "KEY")]
     write_key: Option<String>,
@@ -56,14 +54,7 @@ fn run_inner(args: Args) -> Result<(), Failure> {
         }
         cfg.listen = l;
     }
-    if let Some(u) = args.api_base_url {
-        if !(u.starts_with("http://") || u.starts_with("https://")) {
-            return Err(Failure::usage(
-                "--api-base-url must be an http:// or https:// URL",
-            ));
-        }
-        cfg.api_base_url = Some(u.trim_end_matches('/').to_string());
-    }
+    args.api.apply(&mut cfg)?;
     let data_dir = args.common.data_dir()?;
     let (_guard, warning) = logging::init(args.log_format, Some(&data_dir.join("logs")));
     if let Some(w) = warning {
@@ -73,7 +64,23 @@ fn run_inner(args: Args) -> Result<(), Failure> {
         tracing::warn!(listen = %cfg.listen, "listening on a non-loopback address without TLS");
     }
     let listen = cfg.listen;
+    let credentials = amc_sync::agent::credentials::load(&data_dir)
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    let uploads = match &credentials {
+        Some((_, src)) => format!(
+            "to {} every {} s or when {} records are queued (credentials from {})",
+            cfg.effective_api_base_url(),
+            cfg.schedule.upload_interval_secs,
+            cfg.schedule.batch_size,
+            match src {
+                amc_sync::agent::credentials::CredentialSource::Environment => "the environment",
+                amc_sync::agent::credentials::CredentialSource::File => "the data dir",
+            }
+        ),
+        None => "paused: no Amazon credentials (run `amc-sync login --from-env`); the queue keeps everything".to_string(),
+    };
     let mut opts = RunOptions::new(cfg, data_dir);
+    opts.credentials = credentials.map(|(c, _)| c);
     opts.drop_dir = args.drop_dir;
     opts.write_key = args.write_key;
     opts.watch_folder = !args.no_drop_folder;
@@ -105,7 +112,7 @@ fn run_inner(args: Args) -> Result<(), Failure> {
             banner.push_str(&format!("  drop folder: {}\n", d.display()));
         }
         banner.push_str(&format!(
-            "  data dir:    {}\n  uploads:     not yet (the sync engine is a separate issue); `amc-sync status` shows the queue\nPress Ctrl+C to stop.\n",
+            "  data dir:    {}\n  uploads:     {uploads}\nPress Ctrl+C to stop.\n",
             agent.data_dir().display()
         ));
         {

@@ -3,10 +3,12 @@
 
 use std::process::ExitCode;
 
+use amc_sync::agent::credentials;
 use amc_sync::agent::state::{AgentState, DB_FILE};
 use amc_sync::config::{CURRENCIES, MAX_TTL_SECS};
 use amc_sync::pii::Country;
 use amc_sync::store::{DeadLetterFilter, NewAudience, Store, Target};
+use amc_sync::sync::engine::{AuthState, SYNC_STATE_FILE, SyncStatus};
 use serde_json::json;
 
 use super::common::{Common, Failure, finish, open_store, open_store_for_read};
@@ -62,6 +64,23 @@ fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
         ),
         None => Default::default(),
     };
+    let (uploads, jobs) = match &opened {
+        Some((store, _)) => (
+            store.upload_counts().map_err(rt)?,
+            store.recent_jobs(10).map_err(rt)?,
+        ),
+        None => Default::default(),
+    };
+    let sync: Option<SyncStatus> = std::fs::read(data_dir.join(SYNC_STATE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let has_credentials =
+        credentials::from_env().is_some() || data_dir.join(credentials::CREDENTIALS_FILE).exists();
+    let auth = match (&sync, has_credentials) {
+        (_, false) => AuthState::NoCredentials,
+        (Some(s), true) if agent_pid.is_some() => s.auth,
+        _ => AuthState::Ok,
+    };
     let listen = match (&state.listen_url, agent_pid) {
         (Some(url), Some(_)) => url.clone(),
         _ => format!("http://{}", cfg.listen),
@@ -82,9 +101,22 @@ fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
             "pendingTotal": pending.values().sum::<u64>(),
             "deadLetters": dead,
             "deadLettersTotal": dead.values().sum::<u64>(),
-            "audiences": audiences.iter().map(|a| json!({
-                "key": a.key, "audienceId": a.audience_id, "countryCode": a.country_code,
-            })).collect::<Vec<_>>(),
+            "auth": auth,
+            "lastUploadMs": sync.as_ref().and_then(|s| s.last_upload_ms),
+            "nextUploadMs": if agent_pid.is_some() { sync.as_ref().and_then(|s| s.next_upload_ms) } else { None },
+            "lastError": sync.as_ref().and_then(|s| s.last_error.clone()),
+            "audiences": audiences.iter().map(|a| {
+                let u = uploads.get(&a.key).cloned().unwrap_or_default();
+                let s = sync.as_ref().and_then(|s| s.audiences.get(&a.key));
+                json!({
+                    "key": a.key, "audienceId": a.audience_id, "countryCode": a.country_code,
+                    "pending": pending.get(&a.key).copied().unwrap_or(0),
+                    "uploaded": u.uploaded, "failed": u.failed, "openJobs": u.open_jobs,
+                    "lastError": s.and_then(|s| s.last_error.clone()),
+                    "backoffUntilMs": s.and_then(|s| s.backoff_until_ms),
+                })
+            }).collect::<Vec<_>>(),
+            "jobs": jobs,
         });
         println!("{v}");
         return Ok(());
@@ -102,17 +134,72 @@ fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
         cfg.region.as_str(),
         cfg.profile
     );
+    let auth_text = match auth {
+        AuthState::Ok => "ok",
+        AuthState::NeedsLogin => {
+            "NEEDS LOGIN — uploads paused, the queue keeps growing (run `amc-sync login`)"
+        }
+        AuthState::NoCredentials => {
+            "no Amazon credentials — uploads wait (run `amc-sync login --from-env`)"
+        }
+    };
+    println!("amazon:      {auth_text}");
+    if let Some(s) = &sync {
+        let when = |ms: Option<i64>| {
+            ms.map_or("—".to_string(), |t| {
+                let ago = (now_ms() - t) / 1000;
+                if ago >= 0 {
+                    format!("{ago} s ago")
+                } else {
+                    format!("in {} s", -ago)
+                }
+            })
+        };
+        println!(
+            "uploads:     last {}, next {}",
+            when(s.last_upload_ms),
+            if agent_pid.is_some() {
+                when(s.next_upload_ms)
+            } else {
+                "when the agent runs".into()
+            }
+        );
+    }
     println!(
         "queue:       {} pending change(s)",
         pending.values().sum::<u64>()
     );
     for a in &audiences {
+        let u = uploads.get(&a.key).cloned().unwrap_or_default();
         println!(
-            "  {:<32} {:>10} pending   amazon audienceId: {}",
+            "  {:<32} {:>9} pending {:>9} uploaded {:>6} failed   audienceId {}",
             a.key,
             pending.get(&a.key).copied().unwrap_or(0),
-            a.audience_id.as_deref().unwrap_or("(not created yet)")
+            u.uploaded,
+            u.failed,
+            a.audience_id
+                .as_deref()
+                .unwrap_or("(created on first upload)")
         );
+        if let Some(e) = sync
+            .as_ref()
+            .and_then(|s| s.audiences.get(&a.key))
+            .and_then(|x| x.last_error.as_deref())
+        {
+            println!("      last error: {e}");
+        }
+    }
+    let open = jobs
+        .iter()
+        .filter(|j| {
+            !matches!(
+                j.state.as_str(),
+                "SUCCEEDED" | "PARTIALLYSUCCEEDED" | "FAILED" | "COMPLETED"
+            )
+        })
+        .count();
+    if open > 0 {
+        println!("jobs:        {open} upload job(s) running at Amazon");
     }
     let total_dead: u64 = dead.values().sum();
     println!("dead letters: {total_dead}");
@@ -369,4 +456,10 @@ fn create(a: CreateArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

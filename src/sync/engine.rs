@@ -175,6 +175,7 @@ impl UploadTrigger {
 #[derive(Clone, Debug)]
 pub struct SyncHandle {
     wake: Arc<Notify>,
+    poll: Arc<Notify>,
     status: Arc<Mutex<SyncStatus>>,
     rounds: Arc<AtomicU64>,
 }
@@ -183,6 +184,11 @@ impl SyncHandle {
     /// Asks for an upload round now.
     pub fn flush(&self) {
         self.wake.notify_one();
+    }
+
+    /// Asks for a job-status poll now (without an upload round).
+    pub fn poll_jobs_now(&self) {
+        self.poll.notify_one();
     }
 
     /// The current status.
@@ -222,6 +228,7 @@ pub struct SyncEngine {
     opts: SyncOptions,
     status: Arc<Mutex<SyncStatus>>,
     wake: Arc<Notify>,
+    poll: Arc<Notify>,
     trigger: Option<Arc<UploadTrigger>>,
     state_file: Option<PathBuf>,
     rounds: Arc<AtomicU64>,
@@ -261,8 +268,19 @@ fn backoff(initial: Duration, max: Duration, failures: u32) -> Duration {
 enum Stop {
     /// Credentials are dead: stop the whole round.
     Auth(AuthState, String),
-    /// This audience backs off (optional server-given delay).
-    Audience(String, Option<Duration>),
+    /// This audience backs off.
+    Audience(String, Wait),
+}
+
+/// How long an audience waits after a failure.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Exponential backoff with jitter.
+    Backoff,
+    /// The server's `Retry-After`.
+    Server(Duration),
+    /// Backoff, but at least this long (capped at `backoff_max`).
+    AtLeast(Duration),
 }
 
 impl SyncEngine {
@@ -290,6 +308,7 @@ impl SyncEngine {
                 ..SyncStatus::default()
             })),
             wake: Arc::new(Notify::new()),
+            poll: Arc::new(Notify::new()),
             trigger,
             state_file,
             rounds: Arc::new(AtomicU64::new(0)),
@@ -300,6 +319,7 @@ impl SyncEngine {
     pub fn handle(&self) -> SyncHandle {
         SyncHandle {
             wake: self.wake.clone(),
+            poll: self.poll.clone(),
             status: self.status.clone(),
             rounds: self.rounds.clone(),
         }
@@ -352,6 +372,7 @@ impl SyncEngine {
                 _ = shutdown.changed() => break,
                 () = tokio::time::sleep_until(wake_at) => {}
                 () = self.wake.notified() => next_round = tokio::time::Instant::now(),
+                () = self.poll.notified() => next_poll = tokio::time::Instant::now(),
                 () = fired => next_round = tokio::time::Instant::now(),
             }
             if *shutdown.borrow() {
@@ -461,7 +482,12 @@ impl SyncEngine {
                     self.with_status(|s| {
                         let e = s.audiences.entry(a.key.clone()).or_default();
                         e.failures = e.failures.saturating_add(1);
-                        let wait = retry_after.unwrap_or_else(|| backoff(initial, max, e.failures));
+                        let exp = backoff(initial, max, e.failures);
+                        let wait = match retry_after {
+                            Wait::Backoff => exp,
+                            Wait::Server(r) => r,
+                            Wait::AtLeast(d) => exp.max(d.min(max)),
+                        };
                         e.backoff_until_ms = Some(now_ms() + ms(wait));
                         e.last_error = Some(msg.clone());
                         s.last_error = Some(format!("{}: {msg}", a.key));
@@ -488,11 +514,16 @@ impl SyncEngine {
                 AuthState::NeedsLogin,
                 format!("needs_login: Amazon answered 401 after a token refresh ({message})"),
             ),
-            ApiError::RateLimited { retry_after } => {
-                Stop::Audience("rate_limited: Amazon answered 429".into(), retry_after)
-            }
-            e @ ApiError::Retryable(_) => Stop::Audience(format!("{}: {e}", e.code()), None),
-            e => Stop::Audience(format!("{}: {e}", e.code()), None),
+            ApiError::RateLimited { retry_after } => Stop::Audience(
+                "rate_limited: Amazon answered 429".into(),
+                retry_after.map_or(Wait::Backoff, Wait::Server),
+            ),
+            // 403/404/… will not fix themselves quickly: wait at least a minute.
+            e @ ApiError::Permanent { .. } => Stop::Audience(
+                format!("{}: {e}", e.code()),
+                Wait::AtLeast(Duration::from_secs(60)),
+            ),
+            e => Stop::Audience(format!("{}: {e}", e.code()), Wait::Backoff),
         }
     }
 
@@ -508,7 +539,12 @@ impl SyncEngine {
         let target = match &a.target {
             Target::AdvertiserId(id) => match Digits::parse(id) {
                 Some(d) => TargetResource::AdvertiserId(d),
-                None => return Err(Stop::Audience("invalid_advertiser_id".into(), None)),
+                None => {
+                    return Err(Stop::Audience(
+                        "invalid_advertiser_id".into(),
+                        Wait::Backoff,
+                    ));
+                }
             },
             Target::ConnectionId(c) => TargetResource::ConnectionId(c.clone()),
         };
@@ -543,7 +579,7 @@ impl SyncEngine {
         let id = created.audience_id.as_str().to_string();
         self.store(move |s| s.set_amazon_audience_id(&key, &id))
             .await
-            .map_err(|e| Stop::Audience(format!("database: {e}"), None))?;
+            .map_err(|e| Stop::Audience(format!("database: {e}"), Wait::Backoff))?;
         report.audiences_created += 1;
         tracing::info!(audience = %a.key, audience_id = %created.audience_id, "audience created at Amazon");
         Ok(created.audience_id)
@@ -571,7 +607,7 @@ impl SyncEngine {
             let pending = self
                 .store(move |s| s.pending_batch(&key, batch_size, after_seq))
                 .await
-                .map_err(|e| Stop::Audience(format!("database: {e}"), None))?;
+                .map_err(|e| Stop::Audience(format!("database: {e}"), Wait::Backoff))?;
             let Some(last) = pending.last() else { break };
             after_seq = last.seq;
             let id = match &audience_id {
@@ -609,7 +645,7 @@ impl SyncEngine {
                         )
                     })
                     .await
-                    .map_err(|e| Stop::Audience(format!("database: {e}"), None))?;
+                    .map_err(|e| Stop::Audience(format!("database: {e}"), Wait::Backoff))?;
                 report.dead_lettered += n;
                 self.count_failed(&a.key, n);
             }
@@ -654,7 +690,7 @@ impl SyncEngine {
                     let k = key.to_string();
                     self.store(move |s| s.complete_upload(&k, &sent, &job))
                         .await
-                        .map_err(|e| Stop::Audience(format!("database: {e}"), None))?;
+                        .map_err(|e| Stop::Audience(format!("database: {e}"), Wait::Backoff))?;
                     report.uploaded += n;
                     let now = now_ms();
                     self.with_status(|s| {
@@ -681,7 +717,7 @@ impl SyncEngine {
                             s.dead_letter_pending(&k, &row, "amazon_rejected_record", &message)
                         })
                         .await
-                        .map_err(|e| Stop::Audience(format!("database: {e}"), None))?;
+                        .map_err(|e| Stop::Audience(format!("database: {e}"), Wait::Backoff))?;
                     report.dead_lettered += n;
                     self.count_failed(key, n);
                 }

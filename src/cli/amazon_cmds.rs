@@ -1,0 +1,379 @@
+//! `amc-sync login --from-env`, `logout`, `flush`, `sandbox`: the commands
+//! that talk to Amazon (or to the sandbox Amazon API).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use amc_sync::agent::credentials::{self, ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_REFRESH_TOKEN};
+use amc_sync::agent::state::AgentState;
+use amc_sync::amazon::{AmazonClient, ClientOptions};
+use amc_sync::config::{Config, Region};
+use amc_sync::sandbox::{self, SandboxOptions};
+use amc_sync::store::{Store, Writer};
+use amc_sync::sync::engine::{SyncEngine, SyncOptions};
+
+use super::common::{Common, Failure, finish, open_store};
+
+/// Where the Amazon Ads API is: overrides of the config.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// Amazon Ads region (NA, EU, FE); overrides the config.
+    #[arg(long, value_name = "REGION")]
+    region: Option<Region>,
+    /// Amazon Ads API base URL (e.g. the sandbox's); the LWA token URL then
+    /// defaults to `<URL>/auth/o2/token`.
+    #[arg(long, value_name = "URL")]
+    api_base_url: Option<String>,
+    /// LWA token URL (overrides the region's and the `--api-base-url` default).
+    #[arg(long, value_name = "URL")]
+    token_url: Option<String>,
+}
+
+impl ApiArgs {
+    /// Applies the overrides to `cfg`.
+    pub fn apply(&self, cfg: &mut Config) -> Result<(), Failure> {
+        if let Some(r) = self.region {
+            cfg.region = r;
+        }
+        for (flag, value, slot) in [
+            ("--api-base-url", &self.api_base_url, &mut cfg.api_base_url),
+            ("--token-url", &self.token_url, &mut cfg.token_url),
+        ] {
+            if let Some(u) = value {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(Failure::usage(format!(
+                        "{flag} must be an http:// or https:// URL"
+                    )));
+                }
+                *slot = Some(u.trim_end_matches('/').to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the runtime: {e}")))
+}
+
+/// `amc-sync login`
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Non-interactive login: export AMC_SYNC_CLIENT_ID, AMC_SYNC_CLIENT_SECRET and
+AMC_SYNC_REFRESH_TOKEN (from your Login with Amazon security profile and a consented user),
+then run `amc-sync login --from-env`. The credentials are checked against GET /v2/profiles
+and saved for the agent (mode 0600 in the data dir); they are never printed.
+Interactive browser login arrives with a later release.")]
+pub struct LoginArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Import the credentials from AMC_SYNC_CLIENT_ID / _CLIENT_SECRET / _REFRESH_TOKEN.
+    #[arg(long, required = true)]
+    from_env: bool,
+    /// Save without checking them against Amazon.
+    #[arg(long)]
+    no_verify: bool,
+    /// Print the profiles found as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `login`.
+pub fn login(args: LoginArgs) -> ExitCode {
+    finish(login_inner(args))
+}
+
+fn login_inner(args: LoginArgs) -> Result<(), Failure> {
+    let Some(creds) = credentials::from_env() else {
+        return Err(Failure::usage(format!(
+            "set {ENV_CLIENT_ID}, {ENV_CLIENT_SECRET} and {ENV_REFRESH_TOKEN} (all three) for --from-env"
+        )));
+    };
+    let (mut cfg, _) = args.common.load_config()?;
+    args.api.apply(&mut cfg)?;
+    let data_dir = args.common.data_dir()?;
+    if !args.no_verify {
+        let client = AmazonClient::new(&ClientOptions::from_config(&cfg), creds.clone())
+            .map_err(|e| Failure::runtime(format!("Amazon client: {e}")))?;
+        let profiles = runtime()?
+            .block_on(client.list_profiles())
+            .map_err(|e| Failure::runtime(format!("the credentials were not accepted: {e}")))?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&profiles).map_err(|e| Failure::runtime(e.to_string()))?
+            );
+        } else {
+            println!(
+                "Logged in ({}, {}): {} advertising profile(s)",
+                cfg.region.as_str(),
+                cfg.effective_api_base_url(),
+                profiles.len()
+            );
+            for p in &profiles {
+                println!(
+                    "  profile {}  {}  {}  {}",
+                    p.profile_id, p.country_code, p.currency_code, p.account_info.name
+                );
+            }
+        }
+    }
+    let path = credentials::save(&data_dir, &creds).map_err(|e| Failure::runtime(e.to_string()))?;
+    if !args.json {
+        println!(
+            "credentials saved to {} (mode 0600); restart a running agent to use them",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `amc-sync logout`
+#[derive(Debug, clap::Args)]
+pub struct LogoutArgs {
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Runs `logout`.
+pub fn logout(args: LogoutArgs) -> ExitCode {
+    finish((|| {
+        let data_dir = args.common.data_dir_no_create()?;
+        match credentials::remove(&data_dir) {
+            Ok(true) => println!("stored credentials removed"),
+            Ok(false) => println!("no stored credentials"),
+            Err(e) => return Err(Failure::runtime(e.to_string())),
+        }
+        Ok(())
+    })())
+}
+
+/// `amc-sync flush`
+#[derive(Debug, clap::Args)]
+pub struct FlushArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Wait until the upload jobs reach a terminal state.
+    #[arg(long)]
+    wait: bool,
+    /// Longest wait, seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `flush`: through the running agent's admin API, or in-process when
+/// no agent runs on the data dir.
+pub fn flush(args: FlushArgs) -> ExitCode {
+    finish(flush_inner(args))
+}
+
+fn flush_inner(args: FlushArgs) -> Result<(), Failure> {
+    let data_dir = args.common.data_dir()?;
+    let db = data_dir.join(amc_sync::agent::state::DB_FILE);
+    let running = Store::lock_holder(&db).is_some();
+    if running {
+        let state = AgentState::load(&data_dir)
+            .map_err(|e| Failure::runtime(e.to_string()))?
+            .ok_or_else(|| {
+                Failure::runtime("an agent holds the data dir but left no agent.json")
+            })?;
+        let url = state.listen_url.ok_or_else(|| {
+            Failure::runtime("the running agent has not published its address yet")
+        })?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(args.timeout + 10))
+            .build()
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        let resp = runtime()?.block_on(async {
+            let r = client
+                .post(format!(
+                    "{url}/api/flush?wait={}&timeout={}",
+                    args.wait, args.timeout
+                ))
+                .bearer_auth(&state.admin_token)
+                .send()
+                .await?;
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            Ok::<_, reqwest::Error>((status, body))
+        });
+        let (status, body) =
+            resp.map_err(|e| Failure::runtime(format!("cannot reach the agent at {url}: {e}")))?;
+        if !status.is_success() {
+            return Err(Failure::runtime(format!(
+                "the agent answered {status}: {body}"
+            )));
+        }
+        report_flush(args.json, &body);
+        return Ok(());
+    }
+    // No agent: upload in-process.
+    let (mut cfg, _) = args.common.load_config()?;
+    args.api.apply(&mut cfg)?;
+    let Some((creds, _)) =
+        credentials::load(&data_dir).map_err(|e| Failure::runtime(e.to_string()))?
+    else {
+        return Err(Failure::usage(
+            "no Amazon credentials: run `amc-sync login --from-env` first",
+        ));
+    };
+    let store = open_store(&data_dir)?;
+    let writer = Writer::spawn(store).map_err(|e| Failure::runtime(e.to_string()))?;
+    let client = AmazonClient::new(&ClientOptions::from_config(&cfg), creds)
+        .map_err(|e| Failure::runtime(format!("Amazon client: {e}")))?;
+    let engine = SyncEngine::new(
+        Some(client),
+        writer.handle(),
+        SyncOptions::from_config(&cfg),
+        None,
+        Some(data_dir.join(amc_sync::sync::engine::SYNC_STATE_FILE)),
+    );
+    let timeout = Duration::from_secs(args.timeout);
+    let (report, open) = runtime()?.block_on(async {
+        let report = engine.upload_round().await;
+        let mut open = 0;
+        if args.wait {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut every = Duration::from_millis(200);
+            loop {
+                open = engine.poll_jobs().await;
+                if open == 0 || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(every).await;
+                every = (every * 2).min(Duration::from_secs(10));
+            }
+        }
+        (report, open)
+    });
+    let status = engine.handle().status();
+    let body = serde_json::json!({
+        "flushed": open == 0,
+        "round": report,
+        "openJobs": open,
+        "status": status,
+    });
+    drop(engine);
+    let _ = writer.shutdown();
+    report_flush(args.json, &body);
+    if status.auth != amc_sync::sync::engine::AuthState::Ok {
+        return Err(Failure::runtime(format!(
+            "uploads are paused: {}",
+            status.last_error.unwrap_or_else(|| "log in again".into())
+        )));
+    }
+    Ok(())
+}
+
+fn report_flush(json: bool, body: &serde_json::Value) {
+    if json {
+        println!("{body}");
+        return;
+    }
+    let st = &body["status"];
+    if let Some(r) = body.get("round") {
+        println!(
+            "uploaded {} record(s) in {} request(s); {} dead-lettered",
+            r["uploaded"], r["requests"], r["deadLettered"]
+        );
+    }
+    if body["flushed"] == true {
+        println!("done: no upload job is still running");
+    } else if body
+        .get("openJobs")
+        .is_some_and(|v| v.as_u64().unwrap_or(0) > 0)
+    {
+        println!("{} upload job(s) still running", body["openJobs"]);
+    } else {
+        println!("upload round requested");
+    }
+    if let Some(auds) = st.get("audiences").and_then(|v| v.as_object()) {
+        for (key, a) in auds {
+            if let Some(e) = a.get("lastError").and_then(|v| v.as_str()) {
+                println!("  {key}: {e}");
+            }
+        }
+    }
+    match st.get("auth").and_then(|v| v.as_str()) {
+        Some("needs_login") => println!("uploads paused: log in again (`amc-sync login`)"),
+        Some("no_credentials") => {
+            println!("no Amazon credentials: run `amc-sync login --from-env`")
+        }
+        _ => {}
+    }
+}
+
+/// `amc-sync sandbox`
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Prints one JSON line {base_url, token_url, authorize_url, client_id, client_secret,
+refresh_token}, then serves until Ctrl+C. Point the agent at it:
+  AMC_SYNC_CLIENT_ID=… AMC_SYNC_CLIENT_SECRET=… AMC_SYNC_REFRESH_TOKEN=… \\
+    amc-sync run --api-base-url <base_url>
+GET <base_url>/__sandbox/received lists every accepted record; POST /__sandbox/faults
+injects faults at run time (e.g. {\"rate_limit\":3,\"retry_after\":\"2\"}).")]
+pub struct SandboxArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8788")]
+    listen: SocketAddr,
+    /// Access-token lifetime, seconds.
+    #[arg(long, default_value_t = 3600)]
+    token_ttl: u64,
+    /// Status polls a job answers PENDING before finishing.
+    #[arg(long, default_value_t = 1)]
+    job_pending_polls: u32,
+    /// Answer the next N API requests with 429 (Retry-After: --retry-after).
+    #[arg(long, default_value_t = 0)]
+    fault_rate_limit: u32,
+    /// Retry-After seconds sent with injected 429s.
+    #[arg(long)]
+    retry_after: Option<u64>,
+    /// Answer the next N API requests with 503.
+    #[arg(long, default_value_t = 0)]
+    fault_server_error: u32,
+    /// Reset the connection of the next N API requests.
+    #[arg(long, default_value_t = 0)]
+    fault_reset: u32,
+    /// Answer the next N refresh-token grants with invalid_grant.
+    #[arg(long, default_value_t = 0)]
+    fault_invalid_grant: u32,
+}
+
+/// Runs the sandbox Amazon API until Ctrl+C.
+pub fn sandbox(args: SandboxArgs) -> ExitCode {
+    finish((|| {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let mut opts = SandboxOptions {
+                listen: args.listen,
+                token_ttl: Duration::from_secs(args.token_ttl.max(1)),
+                job_pending_polls: args.job_pending_polls,
+                ..SandboxOptions::default()
+            };
+            opts.faults.rate_limit = args.fault_rate_limit;
+            opts.faults.retry_after = args.retry_after.map(|s| s.to_string());
+            opts.faults.server_error = args.fault_server_error;
+            opts.faults.reset = args.fault_reset;
+            opts.faults.invalid_grant = args.fault_invalid_grant;
+            let sb = sandbox::try_start(opts).await.map_err(|e| {
+                Failure::usage(format!("cannot start the sandbox on {}: {e}", args.listen))
+            })?;
+            sandbox::print_startup_line(&sb);
+            let _ = tokio::signal::ctrl_c().await;
+            sb.shutdown().await;
+            Ok(())
+        })
+    })())
+}
