@@ -434,3 +434,54 @@ async fn expired_access_tokens_are_refreshed_transparently() {
     assert_eq!(e.upload_round().await.uploaded, 1);
     assert_eq!(e.handle().status().auth, AuthState::Ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_refused_at_upload_can_be_retried_and_delivered() {
+    let w = world(SandboxOptions {
+        faults: Faults {
+            fail_jobs: 1,
+            ..Faults::default()
+        },
+        ..SandboxOptions::default()
+    })
+    .await;
+    ingest(
+        &w,
+        vec![
+            track("u1", true, "a@example.com"),
+            track("u2", true, "b@example.com"),
+        ],
+    );
+    // An input error: never retryable (no data kept).
+    let bad = w
+        .pipeline
+        .ingest(
+            vec![Input::message(json!({"type": "track", "event": "Audience Entered", "userId": "bad id",
+                "properties": {"email": "c@example.com"}, "context": {"personas": {"computation_key": "vip"}}}))],
+            Source::Http,
+            Vec::new(),
+        )
+        .expect("commit");
+    assert_eq!(bad.dead_lettered(), 1);
+    let e = engine(&w, fast());
+    assert_eq!(e.upload_round().await.uploaded, 2);
+    drain_jobs(&e).await; // the job FAILED: both records dead-lettered
+    assert_eq!(w.sandbox.received_count(), 0);
+    let out = w
+        .writer
+        .handle()
+        .call(|s| s.retry_dead_letters(&DeadLetterFilter::default(), None))
+        .expect("retry");
+    assert_eq!((out.requeued, out.not_retryable), (2, 1), "{out:?}");
+    assert_eq!(pending(&w), 2);
+    assert_eq!(e.upload_round().await.uploaded, 2);
+    drain_jobs(&e).await;
+    assert_eq!(w.sandbox.received_count(), 2);
+    // Retrying again does nothing: they are marked retried.
+    let again = w
+        .writer
+        .handle()
+        .call(|s| s.retry_dead_letters(&DeadLetterFilter::default(), None))
+        .expect("retry");
+    assert_eq!(again.requeued, 0);
+}

@@ -47,6 +47,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/api/status", get(status))
         .route("/api/flush", post(flush))
+        .route("/api/dead-letters/retry", post(retry_dead_letters))
         .with_state(state)
 }
 
@@ -207,5 +208,55 @@ mod tests {
             h.insert(header::HOST, host.parse().unwrap());
             assert_eq!(host_is_loopback(&h), ok, "{host}");
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RetryBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    ids: Option<Vec<i64>>,
+}
+
+async fn retry_dead_letters(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r.into_response();
+    }
+    let Ok(req) = serde_json::from_slice::<RetryBody>(if body.is_empty() { b"{}" } else { &body })
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "expected {\"reason\"?, \"ids\"?}",
+        );
+    };
+    let w = state.writer.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        w.call(move |s| {
+            let filter = crate::store::DeadLetterFilter {
+                reason: req.reason,
+                ..Default::default()
+            };
+            s.retry_dead_letters(&filter, req.ids.as_deref())
+        })
+    })
+    .await;
+    match result {
+        Ok(Ok(out)) => {
+            if out.requeued > 0 {
+                state.sync.flush();
+            }
+            axum::Json(out).into_response()
+        }
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the database could not be updated",
+        ),
     }
 }

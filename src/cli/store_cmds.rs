@@ -233,16 +233,39 @@ pub enum DeadLettersCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Put dead letters with a complete hashed payload (refused at upload) back in the
+    /// queue. Input errors (bad events) keep no data and must be sent again by the source.
+    Retry {
+        #[command(flatten)]
+        common: Common,
+        /// Only this reason code (e.g. amazon_rejected_record).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only these dead-letter ids (as shown by `dead-letters list`).
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<i64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a dead-letters subcommand.
 pub fn dead_letters(cmd: DeadLettersCommand) -> ExitCode {
-    let DeadLettersCommand::List {
-        common,
-        reason,
-        limit,
-        json,
-    } = cmd;
+    let (common, reason, limit, json) = match cmd {
+        DeadLettersCommand::List {
+            common,
+            reason,
+            limit,
+            json,
+        } => (common, reason, limit, json),
+        DeadLettersCommand::Retry {
+            common,
+            reason,
+            ids,
+            json,
+        } => return finish(retry(&common, reason, ids, json)),
+    };
     finish((|| {
         let data_dir = common.data_dir_no_create()?;
         let Some((store, _)) = open_store_for_read(&data_dir)? else {
@@ -462,4 +485,72 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn retry(
+    common: &Common,
+    reason: Option<String>,
+    ids: Vec<i64>,
+    json: bool,
+) -> Result<(), Failure> {
+    let data_dir = common.data_dir_no_create()?;
+    let db = data_dir.join(DB_FILE);
+    if !db.exists() {
+        return Err(Failure::usage(format!(
+            "no database in {}",
+            data_dir.display()
+        )));
+    }
+    let ids_opt = (!ids.is_empty()).then_some(ids);
+    let out: serde_json::Value = if Store::lock_holder(&db).is_some() {
+        let state = AgentState::load(&data_dir)
+            .map_err(|e| Failure::runtime(e.to_string()))?
+            .ok_or_else(|| Failure::runtime("the running agent left no agent.json"))?;
+        let url = state
+            .listen_url
+            .ok_or_else(|| Failure::runtime("the running agent has not published its address"))?;
+        let body = json!({"reason": reason, "ids": ids_opt});
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/api/dead-letters/retry"))
+                .bearer_auth(&state.admin_token)
+                .json(&body)
+                .send()
+                .await?;
+            r.error_for_status()?.json::<serde_json::Value>().await
+        })
+        .map_err(|e| Failure::runtime(format!("the agent refused the retry: {e}")))?
+    } else {
+        let mut store = open_store(&data_dir)?;
+        let filter = DeadLetterFilter {
+            reason,
+            ..Default::default()
+        };
+        let o = store
+            .retry_dead_letters(&filter, ids_opt.as_deref())
+            .map_err(rt)?;
+        serde_json::to_value(o).map_err(rt)?
+    };
+    if json {
+        println!("{out}");
+    } else {
+        println!(
+            "re-queued {} dead letter(s); {} cannot be retried (input errors keep no data: fix and resend them at the source){}",
+            out["requeued"],
+            out["notRetryable"],
+            if out["stale"].as_u64().unwrap_or(0) > 0 {
+                format!(
+                    "; {} were older than the user's current state",
+                    out["stale"]
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
 }

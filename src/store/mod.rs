@@ -26,6 +26,7 @@
 mod jobs;
 mod lock;
 mod queue;
+mod retry;
 mod schema;
 mod writer;
 
@@ -40,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Action, HashedPii, MemberChange, Source, UserConsent};
 
 pub use jobs::{Job, UploadCounts};
+pub use retry::RetryOutcome;
 pub use writer::{PendingCommit, Writer, WriterHandle, WriterStats};
 
 /// Maximum number of distinct `hashedPII` objects kept per record (Amazon's
