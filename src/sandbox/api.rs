@@ -794,18 +794,29 @@ fn job_id() -> String {
     )
 }
 
-/// `POST /amc/audiences/records` → 202 `{jobRequestId}` [AUD].
+/// `POST /amc/audiences/records` → 202 `{jobRequestId}` [AUD]. The time
+/// spent here is counted in [`super::SandboxStats::records_handler_micros`].
 async fn upload_records(State(sh): Sh, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = guard(&sh, &headers, true) {
+    let started = std::time::Instant::now();
+    let response = upload_records_now(&sh, &headers, body);
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let mut st = sh.lock();
+    st.stats.records_handler_micros = st.stats.records_handler_micros.saturating_add(micros);
+    drop(st);
+    response
+}
+
+fn upload_records_now(sh: &Shared, headers: &HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = guard(sh, headers, true) {
         return r;
     }
     let wire: WireRecords = match serde_json::from_slice(&body) {
         Ok(w) => w,
-        Err(e) => return bad_request(&sh, format!("Invalid request body: {e}")),
+        Err(e) => return bad_request(sh, format!("Invalid request body: {e}")),
     };
     if wire.records.is_empty() || wire.records.len() > MAX_RECORDS_PER_REQUEST {
         return bad_request(
-            &sh,
+            sh,
             format!("records must contain between 1 and {MAX_RECORDS_PER_REQUEST} items"),
         );
     }
@@ -813,7 +824,7 @@ async fn upload_records(State(sh): Sh, headers: HeaderMap, body: Bytes) -> Respo
     for (i, w) in wire.records.into_iter().enumerate() {
         match validate_record(i, w) {
             Ok(r) => records.push(r),
-            Err(m) => return bad_request(&sh, m),
+            Err(m) => return bad_request(sh, m),
         }
     }
     if let Some(i) = records.iter().position(|r| {
@@ -822,7 +833,7 @@ async fn upload_records(State(sh): Sh, headers: HeaderMap, body: Bytes) -> Respo
             .is_some_and(|re| re.is_match(&r.external_user_id))
     }) {
         return bad_request(
-            &sh,
+            sh,
             format!(
                 "records[{i}] is invalid: the sandbox rejects this externalUserId (reject pattern)"
             ),

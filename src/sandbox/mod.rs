@@ -152,6 +152,10 @@ pub struct SandboxStats {
     pub bad_requests: u64,
     /// Faults injected (429, 5xx, resets).
     pub faults_injected: u64,
+    /// Time spent in the records-upload handler (parse, validate, keep the
+    /// records), microseconds: the sandbox's own share of an upload.
+    #[serde(default)]
+    pub records_handler_micros: u64,
 }
 
 #[derive(Debug)]

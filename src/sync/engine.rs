@@ -35,7 +35,7 @@ use crate::amazon::{
     AmazonClient, ApiError, AudienceFee, AudienceMetadata, AudienceRequest, Digits, Record,
     TargetResource, encode_records_body, record_encoded_len,
 };
-use crate::store::{Audience, PendingRecord, Store, StoreError, Target, WriterHandle};
+use crate::store::{AckOutcome, Audience, PendingRecord, Store, StoreError, Target, WriterHandle};
 use crate::sync::planner::{self, Limits};
 
 /// File in the data dir where the engine publishes its state for `status`.
@@ -232,6 +232,8 @@ pub struct SyncEngine {
     trigger: Option<Arc<UploadTrigger>>,
     state_file: Option<PathBuf>,
     rounds: Arc<AtomicU64>,
+    /// Read-only connection for reading pending pages (opened on first use).
+    reader: Arc<Mutex<Option<Store>>>,
 }
 
 fn now_ms() -> i64 {
@@ -312,6 +314,7 @@ impl SyncEngine {
             trigger,
             state_file,
             rounds: Arc::new(AtomicU64::new(0)),
+            reader: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -585,11 +588,69 @@ impl SyncEngine {
         Ok(created.audience_id)
     }
 
+    /// Uploads one audience's pending records. Pipelined: the next page is
+    /// read while the current one is planned and sent, and each accepted
+    /// batch's [`Store::complete_upload`] runs in the background while the
+    /// next batch is sent (at most [`MAX_INFLIGHT_COMPLETIONS`] at a time).
+    /// Every completion is awaited before this returns, whatever the outcome,
+    /// so counts are exact; a failed completion leaves its records pending
+    /// (re-sent later: at-least-once).
     async fn upload_audience(
         &self,
         client: &AmazonClient,
         a: &Audience,
         report: &mut RoundReport,
+    ) -> Result<(), Stop> {
+        let mut inflight = Inflight::new();
+        let sent = self
+            .upload_audience_pages(client, a, report, &mut inflight)
+            .await;
+        let completed = self
+            .await_completions(&a.key, &mut inflight, 0, report)
+            .await;
+        sent.and(completed)
+    }
+
+    fn fetch_page(
+        &self,
+        key: &str,
+        batch_size: usize,
+        after_seq: i64,
+    ) -> tokio::task::JoinHandle<Result<Vec<PendingRecord>, StoreError>> {
+        let w = self.writer.clone();
+        let reader = self.reader.clone();
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || {
+            // Pages are read on a read-only connection (WAL: readers never
+            // block the writer), keeping the writer thread free for the
+            // completions and intake; the writer is the fallback.
+            let mut r = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            if r.is_none() {
+                *r = w
+                    .call(|s| Ok(s.path().to_path_buf()))
+                    .ok()
+                    .and_then(|path| Store::open_read_only(path).ok());
+            }
+            if let Some(store) = r.as_mut() {
+                match store.pending_batch(&key, batch_size, after_seq) {
+                    Ok(page) => return Ok(page),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reading pending records on the read connection");
+                        *r = None;
+                    }
+                }
+            }
+            drop(r);
+            w.call(move |s| s.pending_batch(&key, batch_size, after_seq))
+        })
+    }
+
+    async fn upload_audience_pages(
+        &self,
+        client: &AmazonClient,
+        a: &Audience,
+        report: &mut RoundReport,
+        inflight: &mut Inflight,
     ) -> Result<(), Stop> {
         let batch_size = self
             .opts
@@ -600,16 +661,17 @@ impl SyncEngine {
             max_body_bytes: self.opts.max_body_bytes,
             envelope_bytes: 64,
         };
-        let mut after_seq = 0i64;
+        let db = |e: StoreError| Stop::Audience(format!("database: {e}"), Wait::Backoff);
         let mut audience_id: Option<Digits> = None;
+        let mut next_page = self.fetch_page(&a.key, batch_size, 0);
         loop {
-            let key = a.key.clone();
-            let pending = self
-                .store(move |s| s.pending_batch(&key, batch_size, after_seq))
+            let pending = next_page
                 .await
-                .map_err(|e| Stop::Audience(format!("database: {e}"), Wait::Backoff))?;
+                .unwrap_or(Err(StoreError::WriterClosed))
+                .map_err(db)?;
             let Some(last) = pending.last() else { break };
-            after_seq = last.seq;
+            // Read the next page (rows after this one) while this one is sent.
+            next_page = self.fetch_page(&a.key, batch_size, last.seq);
             let id = match &audience_id {
                 Some(id) => id.clone(),
                 None => {
@@ -618,19 +680,23 @@ impl SyncEngine {
                     id
                 }
             };
-            let records: Vec<Record> = pending.iter().map(to_record).collect();
+            let mut seqs = Vec::with_capacity(pending.len());
+            let records: Vec<Record> = pending
+                .into_iter()
+                .map(|p| {
+                    seqs.push(p.seq);
+                    into_record(p)
+                })
+                .collect();
+            let page = Page {
+                records: &records,
+                seqs: &seqs,
+            };
             let (batches, oversized) =
                 planner::plan(records.len(), limits, |i| record_encoded_len(&records[i]));
             if !oversized.is_empty() {
-                let rows: Vec<(String, i64)> = oversized
-                    .iter()
-                    .map(|o| {
-                        (
-                            pending[o.index].external_user_id.clone(),
-                            pending[o.index].seq,
-                        )
-                    })
-                    .collect();
+                let rows: Vec<(String, i64)> =
+                    oversized.iter().map(|o| page.key(o.index)).collect();
                 let key = a.key.clone();
                 let cap = self.opts.max_body_bytes;
                 let n = self
@@ -645,16 +711,53 @@ impl SyncEngine {
                         )
                     })
                     .await
-                    .map_err(|e| Stop::Audience(format!("database: {e}"), Wait::Backoff))?;
+                    .map_err(db)?;
                 report.dead_lettered += n;
                 self.count_failed(&a.key, n);
             }
             for b in batches {
-                self.send_isolating(client, &a.key, &id, &records, &pending, b.range, report)
+                self.send_isolating(client, &a.key, &id, page, b.range, report, inflight)
                     .await?;
             }
         }
         Ok(())
+    }
+
+    /// Awaits background completions (oldest first) until at most `keep`
+    /// remain, counting the uploaded records. On a failure the rest are
+    /// still awaited when `keep` is 0; the first error is returned.
+    async fn await_completions(
+        &self,
+        key: &str,
+        inflight: &mut Inflight,
+        keep: usize,
+        report: &mut RoundReport,
+    ) -> Result<(), Stop> {
+        let mut first_err = None;
+        while inflight.len() > keep {
+            let Some((n, handle)) = inflight.pop_front() else {
+                break;
+            };
+            match handle.await.unwrap_or(Err(StoreError::WriterClosed)) {
+                Ok(_) => {
+                    report.uploaded += n;
+                    let now = now_ms();
+                    self.with_status(|s| {
+                        let e = s.audiences.entry(key.to_string()).or_default();
+                        e.uploaded += n;
+                        e.last_upload_ms = Some(now);
+                    });
+                }
+                Err(e) => {
+                    first_err
+                        .get_or_insert(Stop::Audience(format!("database: {e}"), Wait::Backoff));
+                    if keep > 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     fn count_failed(&self, key: &str, n: u64) {
@@ -671,33 +774,30 @@ impl SyncEngine {
         client: &AmazonClient,
         key: &str,
         audience_id: &Digits,
-        records: &[Record],
-        pending: &[PendingRecord],
+        page: Page<'_>,
         range: std::ops::Range<usize>,
         report: &mut RoundReport,
+        inflight: &mut Inflight,
     ) -> Result<(), Stop> {
         let mut stack = vec![range];
         while let Some(r) = stack.pop() {
-            let body = encode_records_body(audience_id, &records[r.clone()]);
+            let body = encode_records_body(audience_id, &page.records[r.clone()]);
             report.requests += 1;
             match client.upload_records_body(body).await {
                 Ok(job) => {
-                    let sent: Vec<(String, i64)> = pending[r.clone()]
-                        .iter()
-                        .map(|p| (p.external_user_id.clone(), p.seq))
-                        .collect();
+                    // Accepted: record it in the background (one transaction:
+                    // pending → membership + the job) while the next batch
+                    // goes out; at most MAX_INFLIGHT_COMPLETIONS wait.
+                    let sent: Vec<(String, i64)> = r.clone().map(|i| page.key(i)).collect();
                     let n = sent.len() as u64;
                     let k = key.to_string();
-                    self.store(move |s| s.complete_upload(&k, &sent, &job))
-                        .await
-                        .map_err(|e| Stop::Audience(format!("database: {e}"), Wait::Backoff))?;
-                    report.uploaded += n;
-                    let now = now_ms();
-                    self.with_status(|s| {
-                        let e = s.audiences.entry(key.to_string()).or_default();
-                        e.uploaded += n;
-                        e.last_upload_ms = Some(now);
+                    let w = self.writer.clone();
+                    let handle = tokio::task::spawn_blocking(move || {
+                        w.call(move |s| s.complete_upload(&k, &sent, &job))
                     });
+                    inflight.push_back((n, handle));
+                    self.await_completions(key, inflight, MAX_INFLIGHT_COMPLETIONS, report)
+                        .await?;
                 }
                 Err(ApiError::InvalidRequest { message }) if r.len() > 1 => {
                     tracing::info!(audience = %key, records = r.len(), "400 from Amazon; splitting the batch to isolate bad records");
@@ -707,10 +807,7 @@ impl SyncEngine {
                     let _ = message;
                 }
                 Err(ApiError::InvalidRequest { message }) => {
-                    let row = vec![(
-                        pending[r.start].external_user_id.clone(),
-                        pending[r.start].seq,
-                    )];
+                    let row = vec![page.key(r.start)];
                     let k = key.to_string();
                     let n = self
                         .store(move |s| {
@@ -791,13 +888,36 @@ impl SyncEngine {
     }
 }
 
-fn to_record(p: &PendingRecord) -> Record {
+/// Background `complete_upload`s: (records in the batch, the call).
+type Inflight =
+    std::collections::VecDeque<(u64, tokio::task::JoinHandle<Result<AckOutcome, StoreError>>)>;
+
+/// Accepted batches whose `complete_upload` may still be running while the
+/// next batch is sent.
+const MAX_INFLIGHT_COMPLETIONS: usize = 2;
+
+/// One page of pending records as wire records, with their queue `seq`s.
+#[derive(Clone, Copy)]
+struct Page<'a> {
+    records: &'a [Record],
+    seqs: &'a [i64],
+}
+
+impl Page<'_> {
+    /// `(externalUserId, seq)` of record `i`, as the store acknowledges it.
+    fn key(&self, i: usize) -> (String, i64) {
+        (self.records[i].external_user_id.clone(), self.seqs[i])
+    }
+}
+
+/// The wire record of a queued row (moved, not copied).
+fn into_record(p: PendingRecord) -> Record {
     Record {
-        external_user_id: p.external_user_id.clone(),
-        country_code: Some(p.country_code.clone()).filter(|c| c != "UNKNOWN"),
+        external_user_id: p.external_user_id,
+        country_code: Some(p.country_code).filter(|c| c != "UNKNOWN"),
         action: p.action,
-        hashed_pii: p.hashed_pii.clone(),
-        user_consent: p.user_consent.clone(),
+        hashed_pii: p.hashed_pii,
+        user_consent: p.user_consent,
     }
 }
 
