@@ -4,6 +4,7 @@
 mod amazon_cmds;
 mod common;
 mod config_cmd;
+mod demo;
 mod ingest;
 mod logging;
 mod normalize;
@@ -27,6 +28,9 @@ struct Cli {
 enum Command {
     /// Run the agent: Segment-compatible HTTP intake and the watched drop folder.
     Run(run::Args),
+    /// See the whole job once: sandbox Amazon API + the agent + sample traffic, then a summary.
+    #[command(long_about = demo::LONG_ABOUT)]
+    Demo(demo::Args),
     /// Ingest NDJSON / JSON / CSV files once, with a progress bar (files are not moved).
     Ingest(ingest::Args),
     /// Upload queued changes now (through the running agent, or in-process).
@@ -76,11 +80,15 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if !matches!(cli.command, Command::Run(_) | Command::Sandbox(_)) {
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Sandbox(_) | Command::Demo(_)
+    ) {
         restore_default_sigpipe();
     }
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Ingest(args) => ingest::run(args),
         Command::Flush(args) => amazon_cmds::flush(args),
         Command::Login(args) => amazon_cmds::login(args),

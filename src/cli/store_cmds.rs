@@ -76,9 +76,11 @@ fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
         .and_then(|b| serde_json::from_slice(&b).ok());
     let has_credentials =
         credentials::from_env().is_some() || data_dir.join(credentials::CREDENTIALS_FILE).exists();
+    // A running agent's engine knows best (its credentials may have come
+    // from the environment it was started with, or from `amc-sync demo`).
     let auth = match (&sync, has_credentials) {
+        (Some(s), _) if agent_pid.is_some() => s.auth,
         (_, false) => AuthState::NoCredentials,
-        (Some(s), true) if agent_pid.is_some() => s.auth,
         _ => AuthState::Ok,
     };
     let listen = match (&state.listen_url, agent_pid) {
