@@ -9,7 +9,6 @@
 //! the config dir so that two agents with different data dirs can hold
 //! different Amazon accounts. Secrets never reach SQLite, logs or `--json`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -117,18 +116,7 @@ pub fn save(data_dir: &Path, c: &Credentials) -> Result<PathBuf, CredentialsErro
     };
     let bytes = serde_json::to_vec_pretty(&stored)
         .map_err(|_| CredentialsError::Corrupt { path: path.clone() })?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).map_err(io)?;
-    f.write_all(&bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(io)?;
+    super::state::write_private(&path, &tmp, &bytes).map_err(io)?;
     Ok(path)
 }
 

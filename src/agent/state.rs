@@ -57,6 +57,27 @@ pub struct AgentState {
     pub pid: Option<u32>,
 }
 
+/// Writes `bytes` to `path` atomically (temp file `tmp` in the same folder,
+/// fsync, rename), readable only by the owner (mode 0600 on Unix). Used for
+/// every file that holds a key or a secret.
+///
+/// # Errors
+/// The I/O error.
+pub fn write_private(path: &Path, tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(tmp, path)
+}
+
 fn random_hex(bytes: usize) -> Result<String, StateError> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| StateError::Random(e.to_string()))?;
@@ -125,18 +146,7 @@ impl AgentState {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        write_private(&path, &tmp, &bytes).map_err(io)?;
         Ok(())
     }
 }

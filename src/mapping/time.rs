@@ -11,6 +11,26 @@
 /// `Date.parse` treats a date-only string as UTC too). Fractions beyond
 /// milliseconds are truncated; a leap second `:60` is clamped to `:59`.
 /// Years 0000–9999 only. Returns `None` for anything else; never panics.
+/// A UTC calendar time: (year, month 1–12, day 1–31, hour, minute, second).
+pub type Civil = (i64, i64, i64, i64, i64, i64);
+
+/// Seconds since the Unix epoch → UTC calendar time (proleptic Gregorian,
+/// Howard Hinnant's `civil_from_days`). Total for every `i64`.
+pub fn civil_from_unix_secs(secs: i64) -> Civil {
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, sod / 3_600, sod % 3_600 / 60, sod % 60)
+}
+
 pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
     let b = s.trim().as_bytes();
     let num = |from: usize, len: usize| -> Option<i64> {
