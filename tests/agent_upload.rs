@@ -136,3 +136,51 @@ fn sigkill_during_upload_then_restart_delivers_every_change_at_least_once() {
     assert_eq!(st["pendingTotal"], 0, "{st}");
     assert_eq!(st["deadLettersTotal"], 0, "{st}");
 }
+
+#[test]
+fn flush_wait_fails_when_changes_are_still_queued() {
+    // Regression: `flush --wait` said "done" and exited 0 while Amazon kept failing.
+    let sb = sandbox();
+    let dir = tempfile::tempdir().expect("tempdir");
+    login(dir.path(), &sb);
+    let (_agent, url, key) = start_agent(dir.path(), &sb.base);
+    let (status, _) = http(
+        "POST",
+        &format!("{}/__sandbox/faults", sb.base),
+        None,
+        r#"{"server_error": 4294967295}"#,
+    );
+    assert_eq!(status, 200);
+    let (status, body) = http(
+        "POST",
+        &format!("{url}/v1/batch"),
+        Some(&basic(&key)),
+        &batch(0..5),
+    );
+    assert_eq!(status, 200, "{body}");
+    let out = amc(dir.path())
+        .args(["flush", "--wait", "--timeout", "5"])
+        .output()
+        .expect("flush");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still queued"), "{err}");
+    // Amazon recovers: the next flush delivers everything (past the backoff).
+    let (status, _) = http(
+        "POST",
+        &format!("{}/__sandbox/faults", sb.base),
+        None,
+        r#"{"server_error": 0}"#,
+    );
+    assert_eq!(status, 200);
+    let out = amc(dir.path())
+        .args(["flush", "--wait", "--timeout", "30"])
+        .output()
+        .expect("flush");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(received_users(&sb.base).len(), 5);
+}

@@ -318,7 +318,14 @@ async fn partially_succeeded_and_failed_jobs_dead_letter_their_records() {
         dl.iter()
             .filter(|d| d.reason == "amazon_invalid_record")
             .count(),
-        3
+        1
+    );
+    // Regression: a FAILED job's records were reported as invalid records.
+    assert_eq!(
+        dl.iter()
+            .filter(|d| d.reason == "amazon_job_failed")
+            .count(),
+        2
     );
     let counts = w
         .writer
@@ -484,4 +491,108 @@ async fn dead_letters_refused_at_upload_can_be_retried_and_delivered() {
         .call(|s| s.retry_dead_letters(&DeadLetterFilter::default(), None))
         .expect("retry");
     assert_eq!(again.requeued, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_secret_means_needs_login_not_endless_retries() {
+    // Regression: invalid_client from the token endpoint was a per-audience
+    // "permanent" error retried forever while status said `ok`.
+    let w = world(SandboxOptions::default()).await;
+    ingest(&w, vec![track("u1", true, "a@example.com")]);
+    let mut creds = w.sandbox.credentials();
+    creds.client_secret = amc_sync::amazon::Secret::new("wrong-secret");
+    let client = AmazonClient::new(&ClientOptions::for_base_url(&w.sandbox.base_url()), creds)
+        .expect("client");
+    let e = SyncEngine::new(Some(client), w.writer.handle(), fast(), None, None);
+    assert_eq!(e.upload_round().await.uploaded, 0);
+    assert_eq!(e.handle().status().auth, AuthState::NeedsLogin);
+    assert_eq!(pending(&w), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_login_is_picked_up_without_a_restart() {
+    // Regression: after needs_login only a restart helped.
+    let w = world(SandboxOptions {
+        faults: Faults {
+            invalid_grant: 1,
+            ..Faults::default()
+        },
+        ..SandboxOptions::default()
+    })
+    .await;
+    ingest(&w, vec![track("u1", true, "a@example.com")]);
+    let base = w.sandbox.base_url();
+    let creds = w.sandbox.credentials();
+    let generation = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let g = generation.clone();
+    let loader: amc_sync::sync::engine::ClientLoader = Arc::new(move || {
+        let n = g.load(std::sync::atomic::Ordering::SeqCst);
+        let client = AmazonClient::new(&ClientOptions::for_base_url(&base), creds.clone()).ok()?;
+        Some((format!("login-{n}"), client))
+    });
+    let e = engine(&w, fast()).with_client_loader(loader, Some("login-0".into()));
+    assert_eq!(e.upload_round().await.uploaded, 0);
+    assert_eq!(e.handle().status().auth, AuthState::NeedsLogin);
+    // Same credentials: still blocked, no calls.
+    assert_eq!(e.upload_round().await.requests, 0);
+    generation.store(1, std::sync::atomic::Ordering::SeqCst); // `amc-sync login` again
+    assert_eq!(e.upload_round().await.uploaded, 1);
+    assert_eq!(e.handle().status().auth, AuthState::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_flush_retries_audiences_that_are_backing_off() {
+    // Regression: a flush skipped audiences in backoff, so after an outage it did nothing.
+    let w = world(SandboxOptions {
+        faults: Faults {
+            server_error: 1,
+            ..Faults::default()
+        },
+        ..SandboxOptions::default()
+    })
+    .await;
+    ingest(&w, vec![track("u1", true, "a@example.com")]);
+    let slow = SyncOptions {
+        backoff_initial: Duration::from_secs(600),
+        backoff_max: Duration::from_secs(900),
+        ..fast()
+    };
+    let e = engine(&w, slow);
+    assert_eq!(e.upload_round().await.uploaded, 0);
+    assert_eq!(e.upload_round().await.requests, 0, "in backoff");
+    e.handle().flush();
+    assert_eq!(
+        e.upload_round().await.uploaded,
+        1,
+        "a flush goes past the backoff"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_retry_after_is_capped_at_an_hour() {
+    // Regression: Retry-After: 86400 parked the audience for a day.
+    let w = world(SandboxOptions {
+        faults: Faults {
+            rate_limit: 1,
+            retry_after: Some("86400".into()),
+            ..Faults::default()
+        },
+        ..SandboxOptions::default()
+    })
+    .await;
+    ingest(&w, vec![track("u1", true, "a@example.com")]);
+    let e = engine(&w, fast());
+    assert_eq!(e.upload_round().await.uploaded, 0);
+    let until = e.handle().status().audiences["vip"]
+        .backoff_until_ms
+        .expect("backing off");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    assert!(until - now <= 3_600_000 + 1_000, "{}", until - now);
+    assert!(
+        until - now >= 3_500_000,
+        "Retry-After is still honoured up to the cap"
+    );
 }

@@ -166,21 +166,31 @@ async fn flush(
     loop {
         let round_done = state.sync.rounds() > before;
         let w = state.writer.clone();
-        let open = tokio::task::spawn_blocking(move || w.call(|s| s.open_jobs()))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map_or(0, |j| j.len());
+        let (open, pending) = tokio::task::spawn_blocking(move || {
+            w.call(|s| {
+                Ok((
+                    s.open_jobs()?.len(),
+                    s.pending_counts()?.values().sum::<u64>(),
+                ))
+            })
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or((0, 0));
         if round_done && open == 0 {
-            return axum::Json(json!({"flushed": true, "status": state.sync.status()}))
-                .into_response();
+            return axum::Json(json!({
+                "flushed": pending == 0,
+                "pending": pending,
+                "openJobs": 0,
+                "status": state.sync.status()
+            }))
+            .into_response();
         }
         if tokio::time::Instant::now() >= deadline {
             return (
                 StatusCode::ACCEPTED,
-                axum::Json(
-                    json!({"flushed": false, "openJobs": open, "status": state.sync.status()}),
-                ),
+                axum::Json(json!({"flushed": false, "pending": pending, "openJobs": open, "status": state.sync.status()})),
             )
                 .into_response();
         }

@@ -120,6 +120,17 @@ pub fn save(data_dir: &Path, c: &Credentials) -> Result<PathBuf, CredentialsErro
     Ok(path)
 }
 
+/// A fingerprint of a credential set (SHA-256 over its parts), to notice
+/// a new login without comparing or logging the secrets themselves.
+pub fn fingerprint(c: &Credentials) -> String {
+    crate::pii::sha256_hex(&format!(
+        "{}\u{0}{}\u{0}{}",
+        c.client_id,
+        c.client_secret.expose(),
+        c.refresh_token.expose()
+    ))
+}
+
 /// Removes the stored credentials (`amc-sync logout`); `Ok(false)` when none.
 ///
 /// # Errors

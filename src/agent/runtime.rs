@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::agent::admin::{self, AdminState};
+use crate::agent::credentials;
 use crate::agent::pipeline::Pipeline;
 use crate::agent::state::{AgentState, DB_FILE, StateError};
 use crate::amazon::{AmazonClient, ClientOptions, Credentials};
@@ -21,7 +22,9 @@ use crate::config::Config;
 use crate::ingest::folder::{self, FolderError, FolderOptions};
 use crate::ingest::http::{self, HttpState};
 use crate::store::{Store, StoreError, Writer};
-use crate::sync::engine::{SYNC_STATE_FILE, SyncEngine, SyncHandle, SyncOptions, UploadTrigger};
+use crate::sync::engine::{
+    ClientLoader, SYNC_STATE_FILE, SyncEngine, SyncHandle, SyncOptions, UploadTrigger,
+};
 
 /// What `amc-sync run` and the tests configure.
 #[derive(Debug, Clone)]
@@ -295,13 +298,24 @@ impl Agent {
                 ))
             })?;
         }
+        let client_opts = ClientOptions::from_config(&opts.config);
+        let initial_fp = opts.credentials.as_ref().map(credentials::fingerprint);
         let client = match opts.credentials {
             Some(c) => Some(
-                AmazonClient::new(&ClientOptions::from_config(&opts.config), c)
+                AmazonClient::new(&client_opts, c)
                     .map_err(|e| AgentError::Invalid(format!("Amazon client: {e}")))?,
             ),
             None => None,
         };
+        // `amc-sync login` while the agent runs: picked up without a restart.
+        let loader_dir = data_dir.clone();
+        let loader: ClientLoader = Arc::new(move || {
+            let (c, _) = credentials::load(&loader_dir).ok()??;
+            let fp = credentials::fingerprint(&c);
+            AmazonClient::new(&client_opts, c)
+                .ok()
+                .map(|client| (fp, client))
+        });
         let sync_opts = opts
             .sync
             .unwrap_or_else(|| SyncOptions::from_config(&opts.config));
@@ -313,7 +327,8 @@ impl Agent {
             sync_opts,
             Some(trigger),
             Some(data_dir.join(SYNC_STATE_FILE)),
-        );
+        )
+        .with_client_loader(loader, initial_fp);
         Ok(Agent {
             data_dir,
             state,

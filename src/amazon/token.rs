@@ -212,12 +212,19 @@ impl TokenManager {
         }
         match ApiError::from_status(status, retry_after.as_deref(), &text) {
             // A 400/401 from the token endpoint (invalid_client,
-            // unauthorized_client, invalid_request) is a configuration
-            // problem: retrying will not fix it.
+            // unauthorized_client, invalid_request): the stored credentials
+            // are wrong or were rotated. Retrying cannot fix it; the user must
+            // log in again, exactly as for invalid_grant.
             ApiError::InvalidRequest { message } | ApiError::Unauthorized { message } => {
-                Err(ApiError::Permanent {
-                    status: status.as_u16(),
-                    message: format!("LWA token request rejected: {message}"),
+                Err(ApiError::NeedsLogin {
+                    message: format!(
+                        "the LWA token request was refused ({}): {message}",
+                        if code.is_empty() {
+                            "no error code"
+                        } else {
+                            code.as_str()
+                        }
+                    ),
                 })
             }
             other => Err(other),

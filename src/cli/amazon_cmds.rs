@@ -128,7 +128,7 @@ fn login_inner(args: LoginArgs) -> Result<(), Failure> {
     let path = credentials::save(&data_dir, &creds).map_err(|e| Failure::runtime(e.to_string()))?;
     if !args.json {
         println!(
-            "credentials saved to {} (mode 0600); restart a running agent to use them",
+            "credentials saved to {} (mode 0600); a running agent picks them up at its next upload round (`amc-sync flush` to start one now)",
             path.display()
         );
     }
@@ -217,7 +217,7 @@ fn flush_inner(args: FlushArgs) -> Result<(), Failure> {
             )));
         }
         report_flush(args.json, &body);
-        return Ok(());
+        return flush_verdict(args.wait, &body);
     }
     // No agent: upload in-process.
     let (mut cfg, _) = args.common.load_config()?;
@@ -259,15 +259,24 @@ fn flush_inner(args: FlushArgs) -> Result<(), Failure> {
         (report, open)
     });
     let status = engine.handle().status();
+    let pending: u64 = writer
+        .handle()
+        .call(|s| s.pending_counts())
+        .map(|c| c.values().sum())
+        .unwrap_or(0);
     let body = serde_json::json!({
-        "flushed": open == 0,
+        "flushed": open == 0 && pending == 0,
         "round": report,
+        "pending": pending,
         "openJobs": open,
         "status": status,
     });
     drop(engine);
     let _ = writer.shutdown();
     report_flush(args.json, &body);
+    if args.wait && status.auth == amc_sync::sync::engine::AuthState::Ok {
+        flush_verdict(true, &body)?;
+    }
     if status.auth != amc_sync::sync::engine::AuthState::Ok {
         return Err(Failure::runtime(format!(
             "uploads are paused: {}",
@@ -275,6 +284,19 @@ fn flush_inner(args: FlushArgs) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// With `--wait`, exit 1 unless everything queued was delivered (the
+/// reasons were printed by [`report_flush`]).
+fn flush_verdict(wait: bool, body: &serde_json::Value) -> Result<(), Failure> {
+    if !wait || body["flushed"] == true {
+        return Ok(());
+    }
+    let pending = body["pending"].as_u64().unwrap_or(0);
+    let open = body["openJobs"].as_u64().unwrap_or(0);
+    Err(Failure::runtime(format!(
+        "not everything was delivered: {pending} change(s) still queued, {open} upload job(s) still running (see `amc-sync status`)"
+    )))
 }
 
 fn report_flush(json: bool, body: &serde_json::Value) {
@@ -290,7 +312,7 @@ fn report_flush(json: bool, body: &serde_json::Value) {
         );
     }
     if body["flushed"] == true {
-        println!("done: no upload job is still running");
+        println!("done: everything queued was delivered and every upload job finished");
     } else if body
         .get("openJobs")
         .is_some_and(|v| v.as_u64().unwrap_or(0) > 0)
@@ -349,6 +371,16 @@ pub struct SandboxArgs {
     /// Answer the next N refresh-token grants with invalid_grant.
     #[arg(long, default_value_t = 0)]
     fault_invalid_grant: u32,
+    /// Fixed LWA client id (default: random per start). With the two below, a
+    /// restarted sandbox keeps accepting an agent's stored credentials.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Fixed LWA client secret (default: random per start).
+    #[arg(long)]
+    client_secret: Option<String>,
+    /// Fixed refresh token of the test user (default: random per start).
+    #[arg(long)]
+    refresh_token: Option<String>,
 }
 
 /// Runs the sandbox Amazon API until Ctrl+C.
@@ -360,6 +392,9 @@ pub fn sandbox(args: SandboxArgs) -> ExitCode {
                 listen: args.listen,
                 token_ttl: Duration::from_secs(args.token_ttl.max(1)),
                 job_pending_polls: args.job_pending_polls,
+                client_id: args.client_id.clone(),
+                client_secret: args.client_secret.clone(),
+                refresh_token: args.refresh_token.clone(),
                 ..SandboxOptions::default()
             };
             opts.faults.rate_limit = args.fault_rate_limit;

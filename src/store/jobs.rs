@@ -11,6 +11,9 @@ use super::{
 };
 use crate::model::{Action, HashedPii, UserConsent};
 
+/// Marker for records of a job that ended FAILED.
+const JOB_FAILED: &str = "\u{0}job failed";
+
 /// Largest stored length of an Amazon error message (characters).
 const MAX_MESSAGE_CHARS: usize = 500;
 
@@ -196,7 +199,7 @@ impl Store {
                  WHERE j.job_request_id = ?1",
             )?;
             st.query_map(params![job_request_id], |r| r.get::<_, String>(0))?
-                .map(|r| r.map(|ext| (ext, "the upload job FAILED at Amazon".to_string())))
+                .map(|r| r.map(|ext| (ext, JOB_FAILED.to_string())))
                 .collect::<Result<Vec<_>, _>>()?
         } else {
             Vec::new()
@@ -227,12 +230,22 @@ impl Store {
                         .and_then(|c| serde_json::from_str::<UserConsent>(&c).ok()),
                     line: None,
                 });
+                let job_failed = error == JOB_FAILED;
                 write_dead_letter(
                     &tx,
                     &NewDeadLetter {
                         source: DeadLetterSource::Upload,
-                        reason: "amazon_invalid_record".into(),
-                        message: format!("Amazon rejected the record: {}", truncate(error)),
+                        reason: if job_failed {
+                            "amazon_job_failed"
+                        } else {
+                            "amazon_invalid_record"
+                        }
+                        .into(),
+                        message: if job_failed {
+                            "the upload job FAILED at Amazon (the record itself may be fine): `amc-sync dead-letters retry --reason amazon_job_failed` re-sends it".to_string()
+                        } else {
+                            format!("Amazon rejected the record: {}", truncate(error))
+                        },
                         payload,
                         message_id: None,
                     },

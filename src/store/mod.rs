@@ -914,14 +914,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Number of dead letters per reason code (retried ones included).
+    /// Number of dead letters per reason code, not counting those already
+    /// re-queued by `dead-letters retry`.
     ///
     /// # Errors
     /// SQLite errors.
     pub fn dead_letter_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT reason, count(*) FROM dead_letters GROUP BY reason")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT reason, count(*) FROM dead_letters WHERE retried = 0 GROUP BY reason",
+        )?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         let mut out = BTreeMap::new();
         for row in rows {

@@ -174,6 +174,7 @@ impl UploadTrigger {
 /// Cheap handle to a running engine: flush on demand, read status.
 #[derive(Clone, Debug)]
 pub struct SyncHandle {
+    force: Arc<std::sync::atomic::AtomicBool>,
     wake: Arc<Notify>,
     poll: Arc<Notify>,
     status: Arc<Mutex<SyncStatus>>,
@@ -181,8 +182,10 @@ pub struct SyncHandle {
 }
 
 impl SyncHandle {
-    /// Asks for an upload round now.
+    /// Asks for an upload round now, including audiences that are backing
+    /// off after errors (a manual flush means "try again now").
     pub fn flush(&self) {
+        self.force.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
@@ -223,7 +226,13 @@ pub struct RoundReport {
 
 /// The engine. Create with [`SyncEngine::new`], run with [`SyncEngine::run`].
 pub struct SyncEngine {
-    client: Option<AmazonClient>,
+    client: Mutex<Option<AmazonClient>>,
+    /// Re-reads the credentials (after `amc-sync login`), returning a
+    /// fingerprint and a client; checked while uploads are blocked.
+    loader: Option<ClientLoader>,
+    loaded_fingerprint: Mutex<Option<String>>,
+    /// A manual flush uploads audiences that are backing off too.
+    force: Arc<std::sync::atomic::AtomicBool>,
     writer: WriterHandle,
     opts: SyncOptions,
     status: Arc<Mutex<SyncStatus>>,
@@ -285,7 +294,62 @@ enum Wait {
     AtLeast(Duration),
 }
 
+/// Loads the current credentials: `(fingerprint, client)`, or `None` when
+/// there are none. The fingerprint changes when the credentials change.
+pub type ClientLoader = Arc<dyn Fn() -> Option<(String, AmazonClient)> + Send + Sync>;
+
+/// Longest `Retry-After` honoured (1 hour): a larger value from a
+/// misbehaving server must not park an audience for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 impl SyncEngine {
+    /// Lets the engine pick up new credentials without a restart: while
+    /// uploads are blocked (`needs_login`, `no_credentials`) each round calls
+    /// `loader` and switches to the new client when the fingerprint changed.
+    pub fn with_client_loader(
+        mut self,
+        loader: ClientLoader,
+        current_fingerprint: Option<String>,
+    ) -> SyncEngine {
+        self.loader = Some(loader);
+        *self
+            .loaded_fingerprint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = current_fingerprint;
+        self
+    }
+
+    fn current_client(&self) -> Option<AmazonClient> {
+        self.client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// When blocked on credentials, reloads them if they changed.
+    fn reload_credentials(&self) {
+        let blocked = self.with_status(|s| s.auth != AuthState::Ok);
+        let Some(loader) = &self.loader else { return };
+        if !blocked {
+            return;
+        }
+        let Some((fp, client)) = loader() else { return };
+        let mut current = self
+            .loaded_fingerprint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if current.as_deref() == Some(fp.as_str()) {
+            return;
+        }
+        *current = Some(fp);
+        *self.client.lock().unwrap_or_else(PoisonError::into_inner) = Some(client);
+        self.with_status(|s| {
+            s.auth = AuthState::Ok;
+            s.last_error = None;
+        });
+        tracing::info!("new Amazon credentials loaded; uploads resume");
+    }
+
     /// A new engine. `client` is `None` when no credentials are configured
     /// (the engine then only publishes `no_credentials`). `state_file` is
     /// where the status is published for `amc-sync status`.
@@ -302,7 +366,10 @@ impl SyncEngine {
             AuthState::NoCredentials
         };
         SyncEngine {
-            client,
+            client: Mutex::new(client),
+            loader: None,
+            loaded_fingerprint: Mutex::new(None),
+            force: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             writer,
             opts,
             status: Arc::new(Mutex::new(SyncStatus {
@@ -321,6 +388,7 @@ impl SyncEngine {
     /// A handle for flushing and reading status.
     pub fn handle(&self) -> SyncHandle {
         SyncHandle {
+            force: self.force.clone(),
             wake: self.wake.clone(),
             poll: self.poll.clone(),
             status: self.status.clone(),
@@ -437,7 +505,9 @@ impl SyncEngine {
         if let Some(t) = &self.trigger {
             t.reset();
         }
-        let Some(client) = self.client.clone() else {
+        self.reload_credentials();
+        let force = self.force.swap(false, Ordering::AcqRel);
+        let Some(client) = self.current_client() else {
             self.with_status(|s| s.auth = AuthState::NoCredentials);
             return report;
         };
@@ -459,7 +529,7 @@ impl SyncEngine {
                     .and_then(|x| x.backoff_until_ms)
                     .is_some_and(|t| t > now)
             });
-            if in_backoff {
+            if in_backoff && !force {
                 report.audiences_failed += 1;
                 continue;
             }
@@ -488,7 +558,7 @@ impl SyncEngine {
                         let exp = backoff(initial, max, e.failures);
                         let wait = match retry_after {
                             Wait::Backoff => exp,
-                            Wait::Server(r) => r,
+                            Wait::Server(r) => r.min(MAX_RETRY_AFTER),
                             Wait::AtLeast(d) => exp.max(d.min(max)),
                         };
                         e.backoff_until_ms = Some(now_ms() + ms(wait));
@@ -522,11 +592,10 @@ impl SyncEngine {
                 retry_after.map_or(Wait::Backoff, Wait::Server),
             ),
             // 403/404/… will not fix themselves quickly: wait at least a minute.
-            e @ ApiError::Permanent { .. } => Stop::Audience(
-                format!("{}: {e}", e.code()),
-                Wait::AtLeast(Duration::from_secs(60)),
-            ),
-            e => Stop::Audience(format!("{}: {e}", e.code()), Wait::Backoff),
+            e @ ApiError::Permanent { .. } => {
+                Stop::Audience(e.to_string(), Wait::AtLeast(Duration::from_secs(60)))
+            }
+            e => Stop::Audience(e.to_string(), Wait::Backoff),
         }
     }
 
@@ -827,7 +896,7 @@ impl SyncEngine {
     /// Polls every open job once; finished ones are recorded (invalid records
     /// dead-lettered). Returns how many stay open.
     pub async fn poll_jobs(&self) -> usize {
-        let Some(client) = self.client.clone() else {
+        let Some(client) = self.current_client() else {
             return 0;
         };
         let jobs = match self.store(|s| s.open_jobs()).await {
