@@ -141,3 +141,46 @@ fn dead_letters_list_on_an_empty_data_dir() {
     let v = json(amc(dir.path()).args(["dead-letters", "list", "--json"]));
     assert_eq!(v, serde_json::json!([]));
 }
+
+#[test]
+fn audiences_set_id_repoints_or_forgets_the_amazon_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    amc(dir.path())
+        .args([
+            "audiences",
+            "create",
+            "--key",
+            "k",
+            "--advertiser-id",
+            "1",
+            "--country",
+            "US",
+            "--description",
+            "d",
+        ])
+        .assert()
+        .success();
+    amc(dir.path())
+        .args([
+            "audiences",
+            "set-id",
+            "--key",
+            "k",
+            "--audience-id",
+            "9007199254740993",
+        ])
+        .assert()
+        .success();
+    let list = json(amc(dir.path()).args(["audiences", "list", "--json"]));
+    assert_eq!(list[0]["audience_id"], "9007199254740993");
+    amc(dir.path())
+        .args(["audiences", "set-id", "--key", "k", "--clear"])
+        .assert()
+        .success();
+    let list = json(amc(dir.path()).args(["audiences", "list", "--json"]));
+    assert!(list[0]["audience_id"].is_null());
+    amc(dir.path())
+        .args(["audiences", "set-id", "--key", "nope", "--clear"])
+        .assert()
+        .code(2);
+}

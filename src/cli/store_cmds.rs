@@ -336,6 +336,22 @@ pub enum AudiencesCommand {
     },
     /// Create a local audience; it is created at Amazon on its first upload.
     Create(CreateArgs),
+    /// Point a local audience at another Amazon audienceId, or forget it (`--clear`)
+    /// so the next upload creates the audience at Amazon again (fixes 404 "Audience
+    /// not found" after a region/account change). Stop the agent first.
+    SetId {
+        #[command(flatten)]
+        common: Common,
+        /// Local audience key.
+        #[arg(long)]
+        key: String,
+        /// The Amazon audienceId (digits).
+        #[arg(long, conflicts_with = "clear", required_unless_present = "clear")]
+        audience_id: Option<String>,
+        /// Forget the Amazon audienceId.
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 /// `amc-sync audiences create`
@@ -410,6 +426,27 @@ pub fn audiences(cmd: AudiencesCommand) -> ExitCode {
             Ok(())
         })()),
         AudiencesCommand::Create(args) => finish(create(args)),
+        AudiencesCommand::SetId {
+            common,
+            key,
+            audience_id,
+            clear,
+        } => finish((|| {
+            let data_dir = common.data_dir_no_create()?;
+            let mut store = open_store(&data_dir)?;
+            let result = match (&audience_id, clear) {
+                (Some(id), _) => store.set_amazon_audience_id(&key, id),
+                (None, _) => store.clear_amazon_audience_id(&key),
+            };
+            result.map_err(|e| Failure::usage(e.to_string()))?;
+            match audience_id {
+                Some(id) => println!("audience {key:?} now uploads to Amazon audienceId {id}"),
+                None => println!(
+                    "audience {key:?} has no Amazon audienceId now; the next upload creates it at Amazon"
+                ),
+            }
+            Ok(())
+        })()),
     }
 }
 

@@ -834,6 +834,25 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets an audience's Amazon `audienceId`, so the next upload creates
+    /// the audience at Amazon again (after a 404 "Audience not found": a
+    /// wrong region/account, or an `external_audience_id` from elsewhere).
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownAudience`], SQLite errors.
+    pub fn clear_amazon_audience_id(&mut self, key: &str) -> Result<(), StoreError> {
+        let n = self.conn.execute(
+            "UPDATE audiences SET audience_id = NULL WHERE key = ?1",
+            params![key],
+        )?;
+        if n == 0 {
+            return Err(StoreError::UnknownAudience {
+                key: key.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     fn audience_row_id(&mut self, key: &str) -> Result<Option<i64>, StoreError> {
         audience_row_id(&self.conn, &mut self.audience_ids, key)
     }
