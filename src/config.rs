@@ -2,7 +2,7 @@
 //! overridable with `--config` or `AMC_SYNC_CONFIG`; the data dir with
 //! `AMC_SYNC_DATA_DIR`. Validated at start; every error names the line and
 //! column it comes from. The file never holds secrets (LWA client secret and
-//! refresh token live in the OS keychain): a secret-looking key is rejected.
+//! refresh token are stored by `amc-sync login` outside this file): a secret-looking key is rejected.
 //!
 //! ```toml
 //! region = "NA"                    # NA | EU | FE
@@ -239,7 +239,7 @@ pub struct Config {
     /// Overrides the LWA token URL (default: `<api_base_url>/auth/o2/token`
     /// when `api_base_url` is set, else the region's).
     pub token_url: Option<String>,
-    /// LWA client id (public; the secret lives in the keychain).
+    /// LWA client id (public; the secret is stored by `amc-sync login`).
     pub client_id: Option<String>,
     /// Address of the HTTP intake and admin API (default 127.0.0.1:8787).
     pub listen: SocketAddr,
@@ -353,7 +353,7 @@ impl Config {
                     return Err(err(
                         pos,
                         format!(
-                            "`{key}` must not be in the config file: secrets live in the OS keychain (run `amc-sync login`)"
+                            "`{key}` must not be in the config file: `amc-sync login` stores secrets outside it, in a 0600 credentials file"
                         ),
                     ));
                 }
@@ -675,7 +675,7 @@ country_code = "US"
     #[test]
     fn secrets_are_refused_without_echoing_them() {
         let e = parse("client_secret = \"amzn1.oa2-cs.v1.canary\"\n").unwrap_err();
-        assert!(e.message.contains("keychain"), "{e}");
+        assert!(e.message.contains("amc-sync login"), "{e}");
         assert!(!e.to_string().contains("canary"), "{e}");
         assert_eq!(e.line, 1);
     }

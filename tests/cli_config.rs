@@ -37,6 +37,6 @@ fn invalid_config_exits_2_with_line_and_column() {
 fn secrets_in_the_file_are_refused_without_echoing_them() {
     let out = check("refresh_token = \"Atzr|canary-token\"\n").code(2);
     let s = String::from_utf8_lossy(&out.get_output().stdout).to_string();
-    assert!(s.contains("keychain"), "{s}");
+    assert!(s.contains("amc-sync login"), "{s}");
     assert!(!s.contains("canary-token"), "{s}");
 }

@@ -158,7 +158,11 @@ async fn flush(
     let before = state.sync.rounds();
     state.sync.flush();
     if !q.wait {
-        return (StatusCode::ACCEPTED, axum::Json(json!({"flushing": true}))).into_response();
+        return (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"flushing": true, "status": state.sync.status()})),
+        )
+            .into_response();
     }
     let timeout = Duration::from_secs(q.timeout.unwrap_or(120)).min(MAX_FLUSH_WAIT);
     let deadline = tokio::time::Instant::now() + timeout;

@@ -217,6 +217,13 @@ fn flush_inner(args: FlushArgs) -> Result<(), Failure> {
             )));
         }
         report_flush(args.json, &body);
+        if let Some(auth) = body["status"]["auth"].as_str()
+            && auth != "ok"
+        {
+            return Err(Failure::runtime(format!(
+                "uploads cannot run ({auth}): run `amc-sync login --from-env`"
+            )));
+        }
         return flush_verdict(args.wait, &body);
     }
     // No agent: upload in-process.

@@ -8,6 +8,23 @@
 //! demo generated is stored in the data dir or was sent to the (sandbox)
 //! Amazon API.
 
+/// `println!` that never panics: a closed stdout (`demo | head`) must not
+/// abort the demo before it cleans up its temporary data dir.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that never panics.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -544,14 +561,14 @@ impl Progress {
     fn step(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.set_message(msg.to_string()),
-            None => eprintln!("… {msg}"),
+            None => errln!("… {msg}"),
         }
     }
 
     fn done(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.println(format!("✓ {msg}")),
-            None => eprintln!("✓ {msg}"),
+            None => errln!("✓ {msg}"),
         }
     }
 
@@ -651,12 +668,55 @@ fn run_inner(args: Args) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the runtime: {e}")))?;
-    let result = runtime.block_on(demo(&args, &data_dir, keep_dir, guard, started));
+    // Ctrl+C, SIGTERM or SIGHUP end the demo early but still remove its
+    // temporary data dir (it may hold the generated CRM file).
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = demo(&args, &data_dir, keep_dir, guard, started) => r,
+            code = interrupted(args.keep_running) => Err(Failure {
+                code,
+                message: "interrupted; the demo's temporary data was removed".into(),
+            }),
+        }
+    });
     drop(runtime);
     if !keep_dir {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
     result
+}
+
+/// Resolves on Ctrl+C (exit 130), SIGTERM (143) or SIGHUP (129). With
+/// `--keep-running`, Ctrl+C is the normal way to stop and is handled by the
+/// demo itself (clean exit 0), so only SIGTERM/SIGHUP count here.
+async fn interrupted(keep_running: bool) -> u8 {
+    let ctrl_c = async move {
+        if keep_running {
+            std::future::pending::<()>().await;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            ctrl_c.await;
+            return 130;
+        };
+        tokio::select! {
+            () = ctrl_c => 130,
+            _ = term.recv() => 143,
+            _ = hup.recv() => 129,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        ctrl_c.await;
+        130
+    }
 }
 
 async fn demo(
@@ -786,7 +846,7 @@ async fn demo(
                 "dataDir": data_dir.display().to_string(),
             });
         }
-        println!("{v}");
+        outln!("{v}");
     } else {
         print_summary(&summary);
     }
@@ -795,7 +855,7 @@ async fn demo(
         if !args.json {
             print_keep_running(&intake, &write_key, &admin_token, &sb, data_dir, keep_dir);
         }
-        eprintln!("Agent and sandbox keep running; press Ctrl+C to stop.");
+        errln!("Agent and sandbox keep running; press Ctrl+C to stop.");
         // Upload what the user sends every 10 s, so it shows up quickly.
         let flusher = {
             let sync = sync.clone();
@@ -1345,7 +1405,7 @@ fn print_keep_running(
     keep_dir: bool,
 ) {
     let dd = data_dir.display();
-    println!(
+    outln!(
         "
 The agent and the sandbox keep running:
   intake (Segment host): {intake}      write key: {write_key}
@@ -1356,7 +1416,7 @@ The agent and the sandbox keep running:
 Queued changes are uploaded every 10 s (or now: `amc-sync flush --wait --data-dir {dd}`).
 
 Send your own event:
-  curl -u '{write_key}:' -H 'Content-Type: application/json' {intake}/v1/track -d '{{
+  curl -sS -u '{write_key}:' -H 'Content-Type: application/json' {intake}/v1/track -d '{{
     \"userId\": \"my_user_1\", \"event\": \"Audience Entered\",
     \"properties\": {{\"audience_key\": \"{US_TRACK}\", \"{US_TRACK}\": true, \"email\": \"you@example.com\"}},
     \"context\": {{\"personas\": {{\"computation_key\": \"{US_TRACK}\"}}}}}}'",

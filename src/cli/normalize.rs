@@ -36,10 +36,15 @@ pub struct Args {
     /// --ndjson: the country of lines that have no "country" member.
     #[arg(long, default_value = "US")]
     country: String,
-    /// Normalization profile: `amazon` (Amazon Ads' rules, default) or `segment`
+    /// Normalization profile: `amazon` (Amazon Ads' rules) or `segment`
     /// (byte-compatible with the Segment Amazon Ads DSP and AMC destination).
-    #[arg(long, default_value = "amazon")]
-    profile: String,
+    /// Default: the config's `profile` (what the agent uploads), else `amazon`.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Config file whose `profile` is the default (default: $AMC_SYNC_CONFIG, else the
+    /// OS config dir's config.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long, conflicts_with = "ndjson")]
     json: bool,
@@ -72,9 +77,16 @@ fn write_failed(e: &std::io::Error) -> ExitCode {
 
 /// Runs the command.
 pub fn run(args: Args) -> ExitCode {
-    let profile: Profile = match args.profile.parse() {
-        Ok(p) => p,
-        Err(e) => return usage_error(format!("--profile: {e}")),
+    let profile: Profile = match &args.profile {
+        Some(p) => match p.parse() {
+            Ok(p) => p,
+            Err(e) => return usage_error(format!("--profile: {e}")),
+        },
+        // The same rules the agent applies: the config's profile.
+        None => match amc_sync::config::Config::load(args.config.as_deref()) {
+            Ok((cfg, _)) => cfg.profile,
+            Err(e) => return usage_error(e),
+        },
     };
     let country = match Country::parse(&args.country) {
         Ok(c) => c,
