@@ -427,7 +427,7 @@ fn plan() -> Plan {
 fn canaries(people: &[Person]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for p in people {
-        let country = Country::parse(p.country).unwrap_or_else(|_| Country::parse("US").unwrap());
+        let country = Country::parse(p.country).unwrap_or(Country::US);
         let norm = |f: Field, v: &str| pii::normalize_only(Profile::Amazon, f, country, v);
         let mut add = |v: String| {
             let v = v.trim().to_lowercase();
