@@ -53,6 +53,25 @@ pub struct UploadCounts {
     pub open_jobs: u64,
 }
 
+/// A stored row: action, event time (ms), country, `hashed_pii` JSON, `user_consent` JSON.
+type StoredRow = (String, i64, String, String, Option<String>);
+
+/// The dead-letter payload (hashed data only) for a `pending` or
+/// `membership` row.
+fn payload_from_row(audience_key: &str, ext: &str, row: StoredRow) -> DeadLetterPayload {
+    let (action, t, cc, pii, consent) = row;
+    DeadLetterPayload {
+        audience_key: Some(audience_key.to_string()),
+        external_user_id: Some(ext.to_string()),
+        action: Action::parse(&action),
+        event_time_ms: Some(t),
+        country_code: Some(cc),
+        hashed_pii: serde_json::from_str::<Vec<HashedPii>>(&pii).unwrap_or_default(),
+        user_consent: consent.and_then(|c| serde_json::from_str::<UserConsent>(&c).ok()),
+        line: None,
+    }
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(MAX_MESSAGE_CHARS).collect()
 }
@@ -219,17 +238,7 @@ impl Store {
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                     )
                     .optional()?;
-                let payload = row.map(|(action, t, cc, pii, consent)| DeadLetterPayload {
-                    audience_key: Some(key.clone()),
-                    external_user_id: Some(ext.clone()),
-                    action: Action::parse(&action),
-                    event_time_ms: Some(t),
-                    country_code: Some(cc),
-                    hashed_pii: serde_json::from_str::<Vec<HashedPii>>(&pii).unwrap_or_default(),
-                    user_consent: consent
-                        .and_then(|c| serde_json::from_str::<UserConsent>(&c).ok()),
-                    line: None,
-                });
+                let payload = row.map(|r| payload_from_row(&key, ext, r));
                 let job_failed = error == JOB_FAILED;
                 write_dead_letter(
                     &tx,
@@ -316,18 +325,11 @@ impl Store {
                     source: DeadLetterSource::Upload,
                     reason: reason.to_string(),
                     message: message.clone(),
-                    payload: Some(DeadLetterPayload {
-                        audience_key: Some(audience_key.to_string()),
-                        external_user_id: Some(ext.clone()),
-                        action: Action::parse(&action),
-                        event_time_ms: Some(t),
-                        country_code: Some(cc),
-                        hashed_pii: serde_json::from_str::<Vec<HashedPii>>(&pii)
-                            .unwrap_or_default(),
-                        user_consent: consent
-                            .and_then(|c| serde_json::from_str::<UserConsent>(&c).ok()),
-                        line: None,
-                    }),
+                    payload: Some(payload_from_row(
+                        audience_key,
+                        ext,
+                        (action, t, cc, pii, consent),
+                    )),
                     message_id: None,
                 },
                 now,
