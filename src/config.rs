@@ -38,7 +38,9 @@ pub const ENV_DATA_DIR: &str = "AMC_SYNC_DATA_DIR";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 
 /// Amazon Ads API region.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 pub enum Region {
     /// North America: `advertising-api.amazon.com`, LWA at `api.amazon.com`.
     #[default]
@@ -210,6 +212,12 @@ struct RawConfig {
     #[serde(default)]
     token_url: Option<Spanned<String>>,
     #[serde(default)]
+    authorize_url: Option<Spanned<String>>,
+    #[serde(default)]
+    redirect_uri: Option<Spanned<String>>,
+    #[serde(default)]
+    scope: Option<Spanned<String>>,
+    #[serde(default)]
     client_id: Option<String>,
     #[serde(default)]
     listen: Option<Spanned<String>>,
@@ -239,6 +247,15 @@ pub struct Config {
     /// Overrides the LWA token URL (default: `<api_base_url>/auth/o2/token`
     /// when `api_base_url` is set, else the region's).
     pub token_url: Option<String>,
+    /// Overrides the LWA authorization page (default: `<api_base_url>/ap/oa`
+    /// when `api_base_url` is set, else the region's).
+    pub authorize_url: Option<String>,
+    /// The LWA redirect URI: an Allowed Return URL registered in the LWA
+    /// security profile, on a loopback host (default
+    /// `http://127.0.0.1:<listen port>/api/login/callback`).
+    pub redirect_uri: Option<String>,
+    /// LWA scope (default `advertising::campaign_management`).
+    pub scope: Option<String>,
     /// LWA client id (public; the secret is stored by `amc-sync login`).
     pub client_id: Option<String>,
     /// Address of the HTTP intake and admin API (default 127.0.0.1:8787).
@@ -266,6 +283,9 @@ impl Default for Config {
             region: Region::NA,
             api_base_url: None,
             token_url: None,
+            authorize_url: None,
+            redirect_uri: None,
+            scope: None,
             client_id: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             allow_non_loopback: false,
@@ -368,6 +388,7 @@ impl Config {
         for (slot, value) in [
             (&mut cfg.api_base_url, raw.api_base_url),
             (&mut cfg.token_url, raw.token_url),
+            (&mut cfg.authorize_url, raw.authorize_url),
         ] {
             if let Some(v) = value {
                 let s = v.get_ref().trim_end_matches('/');
@@ -379,6 +400,21 @@ impl Config {
                 }
                 *slot = Some(s.to_string());
             }
+        }
+        if let Some(r) = raw.redirect_uri {
+            validate_redirect_uri(r.get_ref()).map_err(|m| err(Some(r.span()), m))?;
+            cfg.redirect_uri = Some(r.get_ref().clone());
+        }
+        if let Some(sc) = raw.scope {
+            let v = sc.get_ref().trim();
+            if v.is_empty() || v.chars().any(char::is_control) {
+                return Err(err(
+                    Some(sc.span()),
+                    "scope must be a non-empty LWA scope, e.g. advertising::campaign_management"
+                        .into(),
+                ));
+            }
+            cfg.scope = Some(v.to_string());
         }
         cfg.client_id = raw.client_id;
         cfg.allow_non_loopback = raw.allow_non_loopback;
@@ -503,6 +539,79 @@ impl Config {
             (None, None) => self.region.token_url().to_string(),
         }
     }
+
+    /// The LWA authorization page in force: the override; else
+    /// `<api_base_url>/ap/oa` when the API base URL is overridden (the
+    /// sandbox); else the region's.
+    pub fn effective_authorize_url(&self) -> String {
+        match (&self.authorize_url, &self.api_base_url) {
+            (Some(a), _) => a.clone(),
+            (None, Some(base)) => format!("{base}/ap/oa"),
+            (None, None) => self.region.authorize_url().to_string(),
+        }
+    }
+
+    /// The LWA redirect URI in force: the configured one, else
+    /// `http://127.0.0.1:<listen port>/api/login/callback` (the agent's own
+    /// listener; `amc-sync login` listens there itself when no agent runs).
+    pub fn effective_redirect_uri(&self) -> String {
+        self.redirect_uri.clone().unwrap_or_else(|| {
+            format!("http://127.0.0.1:{}/api/login/callback", self.listen.port())
+        })
+    }
+
+    /// The LWA scope in force (default `advertising::campaign_management`).
+    pub fn effective_scope(&self) -> &str {
+        self.scope
+            .as_deref()
+            .unwrap_or(crate::amazon::lwa::DEFAULT_SCOPE)
+    }
+}
+
+/// Checks an LWA redirect URI: `http://` on a loopback host (`127.0.0.1`,
+/// `[::1]`, `localhost`) with an explicit port and a path — the loopback
+/// redirect of RFC 8252 §7.3 that `amc-sync login` can listen on.
+///
+/// # Errors
+/// What is wrong, as a message.
+pub fn validate_redirect_uri(uri: &str) -> Result<(SocketAddr, String), String> {
+    let rest = uri.strip_prefix("http://").ok_or_else(|| {
+        format!("redirect_uri {uri:?} must start with http:// (a loopback address)")
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+        let (h, p) = r
+            .split_once("]:")
+            .ok_or_else(|| format!("redirect_uri {uri:?} needs a port"))?;
+        (h, p)
+    } else {
+        authority
+            .rsplit_once(':')
+            .ok_or_else(|| format!("redirect_uri {uri:?} needs an explicit port, e.g. http://127.0.0.1:8787/api/login/callback"))?
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("redirect_uri {uri:?}: invalid port"))?;
+    let ip: std::net::IpAddr = match host {
+        "localhost" => std::net::IpAddr::from([127, 0, 0, 1]),
+        h => h.parse().map_err(|_| {
+            format!("redirect_uri {uri:?} must use a loopback host (127.0.0.1, [::1] or localhost)")
+        })?,
+    };
+    if !ip.is_loopback() || port == 0 {
+        return Err(format!(
+            "redirect_uri {uri:?} must use a loopback host and a non-zero port"
+        ));
+    }
+    if path.contains(['?', '#']) {
+        return Err(format!(
+            "redirect_uri {uri:?} must not have a query or fragment"
+        ));
+    }
+    Ok((SocketAddr::new(ip, port), path.to_string()))
 }
 
 fn validate_audience(a: &AudienceConfig) -> Result<(), String> {

@@ -12,5 +12,6 @@ pub mod mapping;
 pub mod model;
 pub mod pii;
 pub mod sandbox;
+pub mod secrets;
 pub mod store;
 pub mod sync;

@@ -367,6 +367,7 @@ fn readme_mentions_only_real_commands() {
         "ingest",
         "status",
         "flush",
+        "dashboard",
         "dead-letters list",
         "dead-letters retry",
         "audiences list",

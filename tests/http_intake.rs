@@ -32,7 +32,7 @@ impl Server {
         let pipeline = Pipeline::new(&Config::default(), writer.handle()).expect("pipeline");
         let app = http::router(HttpState {
             pipeline: Arc::new(pipeline),
-            write_key: Arc::from(KEY),
+            write_key: KEY.into(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -253,13 +253,8 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().expect("gzip")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthz_answers_ok() {
-    let s = Server::start().await;
-    let r = request(s.addr, "GET", "/healthz", &[], b"").await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.json(), json!({"status": "ok"}));
-}
+// `GET /healthz` moved to the admin API (loopback Host check): see
+// tests/admin_api.rs.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_with_basic_auth_is_committed_before_200() {

@@ -1,31 +1,48 @@
-//! Where the agent gets its Login with Amazon credentials (DESIGN.md 4.7).
+//! The Amazon connection of a data dir (DESIGN.md 4.6, 4.7): which region is
+//! active, the LWA client id, the profiles found at login — and where the
+//! secrets are.
 //!
-//! Order: the environment (`AMC_SYNC_CLIENT_ID`, `AMC_SYNC_CLIENT_SECRET`,
-//! `AMC_SYNC_REFRESH_TOKEN`, all three set), else the data dir's
-//! `credentials.json`, written by `amc-sync login --from-env` with mode 0600
-//! inside the 0700 data dir. That file is DESIGN.md's documented fallback
-//! for machines without an OS keychain; the keychain itself (`keyring`)
-//! arrives with the login issue. The file lives in the data dir rather than
-//! the config dir so that two agents with different data dirs can hold
-//! different Amazon accounts. Secrets never reach SQLite, logs or `--json`.
+//! * `<data dir>/connection.json` (0600) holds only public facts:
+//!   `{"region":"EU","clientId":"amzn1.application-oa2-client.…","scope":…,
+//!   "secretStore":"keychain","regions":{"EU":{"loggedInAtMs":…,"profiles":[…]}}}`.
+//! * The client secret (`client_secret`) and one refresh token per region
+//!   (`refresh_token:NA`, `refresh_token:EU`, `refresh_token:FE`: LWA tokens
+//!   are issued per region's authorization host) live in the OS keychain, or
+//!   in the documented 0600 fallback file ([`crate::secrets`]).
+//! * The environment (`AMC_SYNC_CLIENT_ID`, `AMC_SYNC_CLIENT_SECRET`,
+//!   `AMC_SYNC_REFRESH_TOKEN`, all three set) overrides both, for CI and
+//!   containers.
+//!
+//! A region switch changes only `region`: the API and token hosts follow it;
+//! the queue is untouched; without a refresh token for the new region the
+//! agent reports `needs_login`. Secrets never reach SQLite, logs or `--json`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::amazon::{Credentials, Secret};
+use crate::amazon::{Credentials, Profile, Secret};
+use crate::config::Region;
+use crate::secrets::{self, SecretBackend, SecretChoice, SecretError, SecretStore};
 
-/// File name inside the data dir.
-pub const CREDENTIALS_FILE: &str = "credentials.json";
+/// File name of the connection record inside the data dir.
+pub const CONNECTION_FILE: &str = "connection.json";
 /// Environment variable: LWA client id.
 pub const ENV_CLIENT_ID: &str = "AMC_SYNC_CLIENT_ID";
 /// Environment variable: LWA client secret.
 pub const ENV_CLIENT_SECRET: &str = "AMC_SYNC_CLIENT_SECRET";
 /// Environment variable: LWA refresh token.
 pub const ENV_REFRESH_TOKEN: &str = "AMC_SYNC_REFRESH_TOKEN";
+/// Secret name of the LWA client secret.
+pub const CLIENT_SECRET: &str = "client_secret";
 
-/// Errors reading or writing the credentials file. Messages never contain
-/// the secrets.
+/// Secret name of `region`'s refresh token.
+pub fn refresh_token_name(region: Region) -> String {
+    format!("refresh_token:{}", region.as_str())
+}
+
+/// Errors reading or writing the connection. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
     /// File-system error.
@@ -37,29 +54,140 @@ pub enum CredentialsError {
         source: std::io::Error,
     },
     /// The file is not the expected JSON.
-    #[error("{path}: unreadable credentials file (re-run `amc-sync login`)")]
+    #[error("{path}: unreadable connection file (run `amc-sync logout`, then log in again)")]
     Corrupt {
         /// The file.
         path: PathBuf,
     },
+    /// The secret store failed.
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Stored {
-    client_id: String,
-    client_secret: String,
-    refresh_token: String,
-}
-
-/// Where the credentials came from.
+/// Where the credentials in force came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialSource {
     /// The `AMC_SYNC_*` environment variables.
     Environment,
-    /// `<data dir>/credentials.json` (0600).
+    /// The OS keychain.
+    Keychain,
+    /// The 0600 fallback file.
     File,
+}
+
+impl CredentialSource {
+    /// `environment`, `keychain`, `file`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialSource::Environment => "environment",
+            CredentialSource::Keychain => "keychain",
+            CredentialSource::File => "file",
+        }
+    }
+}
+
+/// One advertising profile found at login (`GET /v2/profiles`), for display.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileSummary {
+    /// The profile id, as digits (may exceed 2^53).
+    pub profile_id: String,
+    /// Marketplace country.
+    pub country_code: String,
+    /// Currency.
+    pub currency_code: String,
+    /// Account name.
+    pub name: String,
+    /// Account type (`seller`, `vendor`, `agency`).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl From<&Profile> for ProfileSummary {
+    fn from(p: &Profile) -> ProfileSummary {
+        ProfileSummary {
+            profile_id: p.profile_id.as_str().to_string(),
+            country_code: p.country_code.clone(),
+            currency_code: p.currency_code.clone(),
+            name: p.account_info.name.clone(),
+            kind: p.account_info.kind.clone(),
+        }
+    }
+}
+
+/// A completed login in one region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionLogin {
+    /// When, ms since the epoch.
+    pub logged_in_at_ms: i64,
+    /// The profiles `GET /v2/profiles` returned then.
+    #[serde(default)]
+    pub profiles: Vec<ProfileSummary>,
+}
+
+/// Contents of `connection.json` (no secrets).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    /// The active region; `None`: the config's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
+    /// The LWA client id (public).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The scope granted at login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Where the secrets are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_store: Option<SecretBackend>,
+    /// Why the file fallback is used, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_store_warning: Option<String>,
+    /// Completed logins per region (`"NA"`, `"EU"`, `"FE"`).
+    #[serde(default)]
+    pub regions: BTreeMap<Region, RegionLogin>,
+}
+
+impl Connection {
+    /// Reads `<data_dir>/connection.json` (default when absent).
+    ///
+    /// # Errors
+    /// I/O failure or a corrupt file.
+    pub fn load(data_dir: &Path) -> Result<Connection, CredentialsError> {
+        let path = data_dir.join(CONNECTION_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|_| CredentialsError::Corrupt { path }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Connection::default()),
+            Err(source) => Err(CredentialsError::Io { path, source }),
+        }
+    }
+
+    /// Writes `<data_dir>/connection.json` atomically, mode 0600.
+    ///
+    /// # Errors
+    /// I/O failure.
+    pub fn save(&self, data_dir: &Path) -> Result<(), CredentialsError> {
+        let path = data_dir.join(CONNECTION_FILE);
+        let tmp = data_dir.join(format!(".{CONNECTION_FILE}.tmp"));
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|_| CredentialsError::Corrupt { path: path.clone() })?;
+        super::state::write_private(&path, &tmp, &bytes)
+            .map_err(|source| CredentialsError::Io { path, source })
+    }
+
+    /// The region in force: the connection's, else `default` (the config's).
+    pub fn active_region(&self, default: Region) -> Region {
+        self.region.unwrap_or(default)
+    }
+
+    /// The secret store holding this connection's secrets.
+    pub fn store(&self, data_dir: &Path) -> Option<Box<dyn SecretStore>> {
+        self.secret_store
+            .map(|b| secrets::open_backend(data_dir, b))
+    }
 }
 
 /// Credentials from the environment, when all three variables are set and non-empty.
@@ -72,122 +200,279 @@ pub fn from_env() -> Option<Credentials> {
     })
 }
 
-/// The credentials in force for `data_dir`: environment first, then the file.
+/// The credentials in force and what they are for.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Client id, client secret, refresh token of the active region.
+    pub credentials: Credentials,
+    /// Where they came from.
+    pub source: CredentialSource,
+    /// The active region.
+    pub region: Region,
+}
+
+/// The credentials in force for `data_dir`: the environment first, then the
+/// connection's secrets for its active region (`default_region` when the
+/// connection names none). `Ok(None)`: not logged in (in that region).
 ///
 /// # Errors
-/// An unreadable or corrupt credentials file.
-pub fn load(data_dir: &Path) -> Result<Option<(Credentials, CredentialSource)>, CredentialsError> {
+/// An unreadable connection file or a failing secret store.
+pub fn load(data_dir: &Path, default_region: Region) -> Result<Option<Loaded>, CredentialsError> {
+    let conn = Connection::load(data_dir)?;
+    let region = conn.active_region(default_region);
     if let Some(c) = from_env() {
-        return Ok(Some((c, CredentialSource::Environment)));
+        return Ok(Some(Loaded {
+            credentials: c,
+            source: CredentialSource::Environment,
+            region,
+        }));
     }
-    let path = data_dir.join(CREDENTIALS_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(CredentialsError::Io { path, source }),
+    let (Some(client_id), Some(store)) = (conn.client_id.clone(), conn.store(data_dir)) else {
+        return Ok(None);
     };
-    let s: Stored =
-        serde_json::from_slice(&bytes).map_err(|_| CredentialsError::Corrupt { path })?;
-    Ok(Some((
-        Credentials {
-            client_id: s.client_id,
-            client_secret: Secret::new(s.client_secret),
-            refresh_token: Secret::new(s.refresh_token),
+    let Some(client_secret) = store.get(CLIENT_SECRET)? else {
+        return Ok(None);
+    };
+    let Some(refresh_token) = store.get(&refresh_token_name(region))? else {
+        return Ok(None);
+    };
+    Ok(Some(Loaded {
+        credentials: Credentials {
+            client_id,
+            client_secret,
+            refresh_token,
         },
-        CredentialSource::File,
-    )))
+        source: match store.backend() {
+            SecretBackend::Keychain => CredentialSource::Keychain,
+            _ => CredentialSource::File,
+        },
+        region,
+    }))
 }
 
-/// Saves credentials to `<data_dir>/credentials.json` atomically, mode 0600.
+/// The stored client secret (to start another login without asking again).
 ///
 /// # Errors
-/// [`CredentialsError::Io`].
-pub fn save(data_dir: &Path, c: &Credentials) -> Result<PathBuf, CredentialsError> {
-    let path = data_dir.join(CREDENTIALS_FILE);
-    let tmp = data_dir.join(format!(".{CREDENTIALS_FILE}.tmp"));
-    let io = |source| CredentialsError::Io {
-        path: path.clone(),
-        source,
+/// The secret store failed.
+pub fn stored_client(data_dir: &Path) -> Result<Option<(String, Secret)>, CredentialsError> {
+    let conn = Connection::load(data_dir)?;
+    let (Some(id), Some(store)) = (conn.client_id.clone(), conn.store(data_dir)) else {
+        return Ok(None);
     };
-    let stored = Stored {
-        client_id: c.client_id.clone(),
-        client_secret: c.client_secret.expose().to_string(),
-        refresh_token: c.refresh_token.expose().to_string(),
-    };
-    let bytes = serde_json::to_vec_pretty(&stored)
-        .map_err(|_| CredentialsError::Corrupt { path: path.clone() })?;
-    super::state::write_private(&path, &tmp, &bytes).map_err(io)?;
-    Ok(path)
+    Ok(store.get(CLIENT_SECRET)?.map(|s| (id, s)))
 }
 
-/// A fingerprint of a credential set (SHA-256 over its parts), to notice
-/// a new login without comparing or logging the secrets themselves.
-pub fn fingerprint(c: &Credentials) -> String {
+/// A completed login to save.
+#[derive(Debug)]
+pub struct NewLogin<'a> {
+    /// The region logged into (becomes the active region).
+    pub region: Region,
+    /// LWA credentials (refresh token of `region`).
+    pub credentials: &'a Credentials,
+    /// The scope granted.
+    pub scope: &'a str,
+    /// Profiles found (`GET /v2/profiles`).
+    pub profiles: Vec<ProfileSummary>,
+}
+
+/// Saves a login: secrets to the keychain (or the fallback per `choice`),
+/// the public facts to `connection.json`. Returns the updated connection.
+///
+/// # Errors
+/// The secret store or the file failed.
+pub fn save_login(
+    data_dir: &Path,
+    login: &NewLogin<'_>,
+    choice: SecretChoice,
+) -> Result<Connection, CredentialsError> {
+    let mut conn = Connection::load(data_dir)?;
+    // Reuse the backend already holding this install's secrets, so tokens of
+    // other regions stay reachable; else choose.
+    let (store, warning) = match conn.secret_store {
+        Some(b) if choice == SecretChoice::Auto => (secrets::open_backend(data_dir, b), None),
+        _ => secrets::open_for_writing(data_dir, choice)?,
+    };
+    if let Some(w) = &warning {
+        tracing::warn!("{w}");
+    }
+    if conn.client_id.as_deref() != Some(login.credentials.client_id.as_str()) {
+        // Another security profile: the other regions' tokens belong to the old one.
+        for r in [Region::NA, Region::EU, Region::FE] {
+            store.delete(&refresh_token_name(r))?;
+        }
+        conn.regions.clear();
+    }
+    store.set(CLIENT_SECRET, &login.credentials.client_secret)?;
+    store.set(
+        &refresh_token_name(login.region),
+        &login.credentials.refresh_token,
+    )?;
+    conn.client_id = Some(login.credentials.client_id.clone());
+    conn.scope = Some(login.scope.to_string());
+    if store.backend() != SecretBackend::Keychain || conn.secret_store.is_none() {
+        conn.secret_store_warning = warning.or(conn.secret_store_warning.take());
+    }
+    if store.backend() == SecretBackend::Keychain {
+        conn.secret_store_warning = None;
+    }
+    conn.secret_store = Some(store.backend());
+    conn.region = Some(login.region);
+    conn.regions.insert(
+        login.region,
+        RegionLogin {
+            logged_in_at_ms: now_ms(),
+            profiles: login.profiles.clone(),
+        },
+    );
+    conn.save(data_dir)?;
+    Ok(conn)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// What `logout` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogoutOutcome {
+    /// Secrets removed from the keychain or the fallback file.
+    pub secrets_removed: u32,
+    /// Where they were.
+    pub secret_store: Option<SecretBackend>,
+}
+
+/// Removes the client secret and every refresh token (keychain and fallback
+/// file), and forgets the client id and logins; keeps the active region.
+///
+/// # Errors
+/// The secret store or the file failed.
+pub fn logout(data_dir: &Path) -> Result<LogoutOutcome, CredentialsError> {
+    let mut conn = Connection::load(data_dir)?;
+    let mut removed = 0;
+    let mut stores: Vec<Box<dyn SecretStore>> = vec![Box::new(secrets::FileStore::new(data_dir))];
+    if conn.secret_store == Some(SecretBackend::Keychain) {
+        stores.push(Box::new(secrets::KeychainStore::new(data_dir)));
+    }
+    for store in &stores {
+        for name in [
+            CLIENT_SECRET.to_string(),
+            refresh_token_name(Region::NA),
+            refresh_token_name(Region::EU),
+            refresh_token_name(Region::FE),
+        ] {
+            if store.delete(&name)? {
+                removed += 1;
+            }
+        }
+    }
+    let outcome = LogoutOutcome {
+        secrets_removed: removed,
+        secret_store: conn.secret_store,
+    };
+    conn.client_id = None;
+    conn.scope = None;
+    conn.secret_store = None;
+    conn.secret_store_warning = None;
+    conn.regions.clear();
+    conn.save(data_dir)?;
+    Ok(outcome)
+}
+
+/// Makes `region` the active region (API and token hosts follow). Returns
+/// the updated connection.
+///
+/// # Errors
+/// The file failed.
+pub fn set_region(data_dir: &Path, region: Region) -> Result<Connection, CredentialsError> {
+    let mut conn = Connection::load(data_dir)?;
+    conn.region = Some(region);
+    conn.save(data_dir)?;
+    Ok(conn)
+}
+
+/// A fingerprint of a credential set and its region (SHA-256 over the
+/// parts), to notice a new login or a region switch without comparing or
+/// logging the secrets themselves.
+pub fn fingerprint(c: &Credentials, region: Region) -> String {
     crate::pii::sha256_hex(&format!(
-        "{}\u{0}{}\u{0}{}",
+        "{}\u{0}{}\u{0}{}\u{0}{}",
+        region.as_str(),
         c.client_id,
         c.client_secret.expose(),
         c.refresh_token.expose()
     ))
 }
 
-/// Removes the stored credentials (`amc-sync logout`); `Ok(false)` when none.
-///
-/// # Errors
-/// [`CredentialsError::Io`].
-pub fn remove(data_dir: &Path) -> Result<bool, CredentialsError> {
-    let path = data_dir.join(CREDENTIALS_FILE);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(CredentialsError::Io { path, source }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn saved_credentials_load_back_with_mode_0600_and_debug_is_redacted() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Credentials {
+    fn creds(rt: &str) -> Credentials {
+        Credentials {
             client_id: "amzn1.application-oa2-client.x".into(),
             client_secret: Secret::new("canary-secret-123"),
-            refresh_token: Secret::new("Atzr|canary-refresh"),
-        };
-        let path = save(dir.path(), &c).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            refresh_token: Secret::new(rt),
         }
-        // The environment wins when set; tests run without those variables.
-        if from_env().is_none() {
-            let (back, src) = load(dir.path()).unwrap().unwrap();
-            assert_eq!(src, CredentialSource::File);
-            assert_eq!(back.refresh_token.expose(), "Atzr|canary-refresh");
-            let dbg = format!("{back:?}");
-            assert!(!dbg.contains("canary"), "{dbg}");
-        }
-        assert!(remove(dir.path()).unwrap());
-        assert!(!remove(dir.path()).unwrap());
     }
 
     #[test]
-    fn corrupt_file_is_an_error_without_its_content() {
+    fn file_fallback_keeps_one_refresh_token_per_region_and_logout_removes_all() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(CREDENTIALS_FILE),
-            "{\"clientSecret\": \"canary",
-        )
-        .unwrap();
-        if from_env().is_none() {
-            let e = load(dir.path()).unwrap_err().to_string();
-            assert!(!e.contains("canary"), "{e}");
+        let d = dir.path();
+        for (region, rt) in [
+            (Region::NA, "Atzr|canary-na"),
+            (Region::EU, "Atzr|canary-eu"),
+        ] {
+            save_login(
+                d,
+                &NewLogin {
+                    region,
+                    credentials: &creds(rt),
+                    scope: "advertising::campaign_management",
+                    profiles: vec![],
+                },
+                SecretChoice::File,
+            )
+            .unwrap();
         }
+        let conn = Connection::load(d).unwrap();
+        assert_eq!(conn.region, Some(Region::EU));
+        assert_eq!(conn.secret_store, Some(SecretBackend::File));
+        let json = std::fs::read_to_string(d.join(CONNECTION_FILE)).unwrap();
+        assert!(
+            !json.contains("canary"),
+            "connection.json holds no secret: {json}"
+        );
+        if from_env().is_none() {
+            let l = load(d, Region::NA).unwrap().unwrap();
+            assert_eq!(l.region, Region::EU);
+            assert_eq!(l.source, CredentialSource::File);
+            assert_eq!(l.credentials.refresh_token.expose(), "Atzr|canary-eu");
+            set_region(d, Region::NA).unwrap();
+            let l = load(d, Region::EU).unwrap().unwrap();
+            assert_eq!(l.credentials.refresh_token.expose(), "Atzr|canary-na");
+            set_region(d, Region::FE).unwrap();
+            assert!(load(d, Region::NA).unwrap().is_none(), "no FE login yet");
+        }
+        let out = logout(d).unwrap();
+        assert_eq!(out.secrets_removed, 3);
+        assert!(!d.join(secrets::SECRETS_FILE).exists());
+        if from_env().is_none() {
+            assert!(load(d, Region::NA).unwrap().is_none());
+        }
+        assert_eq!(Connection::load(d).unwrap().region, Some(Region::FE));
+    }
+
+    #[test]
+    fn fingerprint_changes_with_region_and_token() {
+        let c = creds("a");
+        assert_ne!(fingerprint(&c, Region::NA), fingerprint(&c, Region::EU));
+        assert_ne!(
+            fingerprint(&c, Region::NA),
+            fingerprint(&creds("b"), Region::NA)
+        );
     }
 }

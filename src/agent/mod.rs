@@ -3,7 +3,10 @@
 //! running agent listens).
 
 pub mod admin;
+pub mod audiences;
 pub mod credentials;
+pub mod login;
 pub mod pipeline;
 pub mod runtime;
+pub mod settings;
 pub mod state;

@@ -218,6 +218,8 @@ pub struct Pipeline {
     writer: WriterHandle,
     /// Tells the sync engine when a batch has filled.
     trigger: std::sync::OnceLock<Arc<UploadTrigger>>,
+    /// Inputs received since start: `[http, file]` (for `/metrics`).
+    received: [std::sync::atomic::AtomicU64; 2],
 }
 
 fn now_ms() -> i64 {
@@ -259,6 +261,7 @@ impl Pipeline {
             known: Mutex::new(known),
             writer,
             trigger: std::sync::OnceLock::new(),
+            received: Default::default(),
         })
     }
 
@@ -266,6 +269,17 @@ impl Pipeline {
     /// are ignored).
     pub fn set_upload_trigger(&self, trigger: Arc<UploadTrigger>) {
         let _ = self.trigger.set(trigger);
+    }
+
+    /// Inputs (messages, CSV rows) received since start, per source:
+    /// `[("http", n), ("file", n)]`, counted before mapping (ignored and
+    /// dead-lettered inputs included).
+    pub fn received(&self) -> [(&'static str, u64); 2] {
+        use std::sync::atomic::Ordering::Relaxed;
+        [
+            ("http", self.received[0].load(Relaxed)),
+            ("file", self.received[1].load(Relaxed)),
+        ]
     }
 
     /// The store writer this pipeline commits through.
@@ -301,10 +315,11 @@ impl Pipeline {
     /// # Errors
     /// The store could not create a missing audience.
     pub fn prepare(&self, inputs: Vec<Input>, source: Source) -> Result<Prepared, StoreError> {
-        let dl_source = match source {
-            Source::Http => DeadLetterSource::Http,
-            Source::File => DeadLetterSource::File,
+        let (dl_source, slot) = match source {
+            Source::Http => (DeadLetterSource::Http, 0),
+            Source::File => (DeadLetterSource::File, 1),
         };
+        self.received[slot].fetch_add(inputs.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let mut summary = IngestSummary {
             received: inputs.len() as u64,
             ..Default::default()

@@ -13,14 +13,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::agent::admin::{self, AdminState};
+use crate::agent::admin::{self, AdminState, AgentInfo};
 use crate::agent::credentials;
+use crate::agent::login::{self, LoginManager};
 use crate::agent::pipeline::Pipeline;
+use crate::agent::settings::Settings;
 use crate::agent::state::{AgentState, DB_FILE, StateError};
 use crate::amazon::{AmazonClient, ClientOptions, Credentials};
 use crate::config::Config;
 use crate::ingest::folder::{self, FolderError, FolderOptions};
-use crate::ingest::http::{self, HttpState};
+use crate::ingest::http::{self, HttpState, WriteKey};
 use crate::store::{Store, StoreError, Writer};
 use crate::sync::engine::{
     ClientLoader, SYNC_STATE_FILE, SyncEngine, SyncHandle, SyncOptions, UploadTrigger,
@@ -237,6 +239,12 @@ pub struct Agent {
     pipeline: Arc<Pipeline>,
     folder: Option<FolderOptions>,
     engine: SyncEngine,
+    /// What the admin API reports (`listen` is set by [`Agent::serve`]).
+    info: AgentInfo,
+    /// The configuration (LWA URLs, redirect URI, scope for logins).
+    config: Config,
+    /// Where new LWA secrets go (`AMC_SYNC_SECRET_STORE`).
+    secret_choice: crate::secrets::SecretChoice,
 }
 
 impl std::fmt::Debug for Agent {
@@ -269,6 +277,18 @@ impl Agent {
             }
             state.write_key = key.to_string();
         }
+        // Dashboard settings (settings.json) override the config file.
+        let settings = Settings::load(&data_dir).map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let mut opts = opts;
+        if let Some(p) = settings.profile {
+            opts.config.profile = p;
+        }
+        if let Some(d) = &settings.drop_dir {
+            opts.config.drop_dir = Some(d.clone());
+        }
+        if let Some(i) = settings.schedule_interval_secs {
+            opts.config.schedule.upload_interval_secs = i;
+        }
         let store = Store::open(data_dir.join(DB_FILE)).map_err(|e| match e {
             StoreError::Locked { pid, .. } => AgentError::Locked {
                 pid,
@@ -298,21 +318,44 @@ impl Agent {
                 ))
             })?;
         }
-        let client_opts = ClientOptions::from_config(&opts.config);
-        let initial_fp = opts.credentials.as_ref().map(credentials::fingerprint);
-        let client = match opts.credentials {
-            Some(c) => Some(
-                AmazonClient::new(&client_opts, c)
+        // The active region: the connection's (login / region switch), else the config's.
+        let default_region = opts.config.region;
+        let active_region = credentials::Connection::load(&data_dir)
+            .map(|c| c.active_region(default_region))
+            .unwrap_or(default_region);
+        let config = opts.config.clone();
+        let client_for = move |region: crate::config::Region, c: Credentials| {
+            let mut cfg = config.clone();
+            cfg.region = region;
+            AmazonClient::new(&ClientOptions::from_config(&cfg), c)
+        };
+        let initial = match opts.credentials {
+            Some(c) => Some((c, active_region)),
+            None => match credentials::load(&data_dir, default_region) {
+                Ok(l) => l.map(|l| (l.credentials, l.region)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the Amazon credentials; uploads wait for a login");
+                    None
+                }
+            },
+        };
+        let initial_fp = initial
+            .as_ref()
+            .map(|(c, r)| credentials::fingerprint(c, *r));
+        let client = match initial {
+            Some((c, region)) => Some(
+                client_for(region, c)
                     .map_err(|e| AgentError::Invalid(format!("Amazon client: {e}")))?,
             ),
             None => None,
         };
-        // `amc-sync login` while the agent runs: picked up without a restart.
+        // `amc-sync login`, logout or a region switch while the agent runs:
+        // picked up without a restart.
         let loader_dir = data_dir.clone();
         let loader: ClientLoader = Arc::new(move || {
-            let (c, _) = credentials::load(&loader_dir).ok()??;
-            let fp = credentials::fingerprint(&c);
-            AmazonClient::new(&client_opts, c)
+            let l = credentials::load(&loader_dir, default_region).ok()??;
+            let fp = credentials::fingerprint(&l.credentials, l.region);
+            client_for(l.region, l.credentials)
                 .ok()
                 .map(|client| (fp, client))
         });
@@ -329,6 +372,18 @@ impl Agent {
             Some(data_dir.join(SYNC_STATE_FILE)),
         )
         .with_client_loader(loader, initial_fp);
+        if settings.paused {
+            engine.handle().set_paused(true);
+        }
+        let info = AgentInfo {
+            region: opts.config.region,
+            listen: format!("http://{}", opts.config.listen),
+            drop_dir: folder.as_ref().map(|f| f.dir.clone()),
+            batch_size: opts.config.schedule.batch_size,
+            profile: opts.config.profile,
+        };
+        let secret_choice = crate::secrets::SecretChoice::from_env()
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
         Ok(Agent {
             data_dir,
             state,
@@ -336,6 +391,9 @@ impl Agent {
             pipeline,
             folder,
             engine,
+            info,
+            config: opts.config,
+            secret_choice,
         })
     }
 
@@ -394,15 +452,47 @@ impl Agent {
         tracing::info!(listen = %addr, "intake listening");
         let pruner = tokio::spawn(prune_seen_messages(self.writer.handle()));
         let sync = self.engine.handle();
+        // Shared with the admin API, which can rotate it.
+        let write_key = WriteKey::new(&self.state.write_key);
+        self.info.listen = format!("http://{addr}");
+        // Logins redirect to this listener unless the config names another URI.
+        let mut login_cfg = self.config.clone();
+        if login_cfg.redirect_uri.is_none() {
+            login_cfg.redirect_uri = Some(format!(
+                "http://127.0.0.1:{}/api/login/callback",
+                addr.port()
+            ));
+        }
+        let reload = sync.clone();
+        let login_manager = LoginManager::new(self.data_dir.clone(), login_cfg, self.secret_choice)
+            .map_err(|e| AgentError::Invalid(format!("login: {e}")))?
+            .on_change(Arc::new(move || reload.reload_credentials()));
+        let token: Arc<str> = Arc::from(self.state.admin_token.as_str());
+        #[allow(clippy::result_large_err)] // the refusal is the ready response
+        let login_routes = login::LoginRoutes {
+            manager: Arc::new(login_manager),
+            sync: sync.clone(),
+            guard: Arc::new(move |h| {
+                admin::authorized(&token, h).map_err(axum::response::IntoResponse::into_response)
+            }),
+            host_guard: Arc::new(|h| {
+                admin::check_loopback(h).map_err(axum::response::IntoResponse::into_response)
+            }),
+        };
         let router = http::router(HttpState {
             pipeline: self.pipeline.clone(),
-            write_key: Arc::from(self.state.write_key.as_str()),
+            write_key: write_key.clone(),
         })
-        .merge(admin::router(AdminState {
-            token: Arc::from(self.state.admin_token.as_str()),
-            sync: sync.clone(),
-            writer: self.writer.handle(),
-        }));
+        .merge(login::router(login_routes))
+        .merge(admin::router(AdminState::new(
+            &self.state.admin_token,
+            sync.clone(),
+            self.writer.handle(),
+            write_key.clone(),
+            self.pipeline.clone(),
+            self.data_dir.clone(),
+            self.info.clone(),
+        )));
         let engine_task = tokio::spawn(self.engine.run(stop_rx.clone()));
         let served = serve_http(listener, router, shutdown).await;
         tracing::info!("shutting down");
@@ -414,6 +504,8 @@ impl Agent {
         }
         self.state.listen_url = None;
         self.state.pid = None;
+        // Keep a key rotated through the admin API.
+        self.state.write_key = write_key.get().to_string();
         let saved = self.state.save(&self.data_dir);
         drop(self.pipeline);
         if let Err(e) = self.writer.shutdown() {

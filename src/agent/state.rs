@@ -84,6 +84,14 @@ fn random_hex(bytes: usize) -> Result<String, StateError> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A fresh Segment write key: 32 lowercase hex characters (128 random bits).
+///
+/// # Errors
+/// [`StateError::Random`] when the OS random generator fails.
+pub fn new_write_key() -> Result<String, StateError> {
+    random_hex(16)
+}
+
 impl AgentState {
     /// Reads `<data_dir>/agent.json`, creating it with a fresh write key and
     /// admin token on first use.
@@ -99,7 +107,7 @@ impl AgentState {
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let st = AgentState {
-                    write_key: random_hex(16)?,
+                    write_key: new_write_key()?,
                     admin_token: random_hex(32)?,
                     listen_url: None,
                     pid: None,

@@ -39,6 +39,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Refresh the access token this long before it expires.
     pub refresh_margin: Duration,
+    /// The region these hosts serve (audience ids belong to one region).
+    pub region: Region,
 }
 
 impl ClientOptions {
@@ -50,6 +52,7 @@ impl ClientOptions {
             timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(15),
             refresh_margin: super::DEFAULT_REFRESH_MARGIN,
+            region,
         }
     }
 
@@ -80,6 +83,7 @@ pub struct AmazonClient {
     http: reqwest::Client,
     base: Arc<str>,
     tokens: Arc<TokenManager>,
+    region: Region,
 }
 
 #[derive(Deserialize)]
@@ -106,11 +110,10 @@ impl AmazonClient {
             })?;
         let tokens = TokenManager::new(http.clone(), opts.token_url.clone(), credentials)
             .with_refresh_margin(opts.refresh_margin);
-        Ok(AmazonClient::with_parts(
-            http,
-            &opts.api_base_url,
-            Arc::new(tokens),
-        ))
+        Ok(
+            AmazonClient::with_parts(http, &opts.api_base_url, Arc::new(tokens))
+                .with_region(opts.region),
+        )
     }
 
     /// A client from existing parts (share a token manager between clients).
@@ -123,7 +126,20 @@ impl AmazonClient {
             http,
             base: Arc::from(api_base_url.trim_end_matches('/')),
             tokens,
+            region: Region::NA,
         }
+    }
+
+    /// Sets the region this client's hosts serve (default NA).
+    pub fn with_region(mut self, region: Region) -> Self {
+        self.region = region;
+        self
+    }
+
+    /// The region this client's hosts serve: an `audienceId` created through
+    /// it exists in this region only.
+    pub fn region(&self) -> Region {
+        self.region
     }
 
     /// The token manager (auth state, refresh count).

@@ -32,6 +32,7 @@ mod digits;
 mod encode;
 mod error;
 pub(crate) mod form;
+pub mod lwa;
 mod secret;
 mod token;
 mod types;

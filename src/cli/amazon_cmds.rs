@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use amc_sync::agent::credentials::{self, ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_REFRESH_TOKEN};
+use amc_sync::agent::credentials;
 use amc_sync::agent::state::AgentState;
 use amc_sync::amazon::{AmazonClient, ClientOptions};
 use amc_sync::config::{Config, Region};
@@ -31,6 +31,11 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
+    /// The `--region` given, if any.
+    pub fn region(&self) -> Option<Region> {
+        self.region
+    }
+
     /// Applies the overrides to `cfg`.
     pub fn apply(&self, cfg: &mut Config) -> Result<(), Failure> {
         if let Some(r) = self.region {
@@ -59,100 +64,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the runtime: {e}")))
-}
-
-/// `amc-sync login`
-#[derive(Debug, clap::Args)]
-#[command(after_help = "\
-Non-interactive login: export AMC_SYNC_CLIENT_ID, AMC_SYNC_CLIENT_SECRET and
-AMC_SYNC_REFRESH_TOKEN (from your Login with Amazon security profile and a consented user),
-then run `amc-sync login --from-env`. The credentials are checked against GET /v2/profiles
-and saved for the agent (mode 0600 in the data dir); they are never printed.
-Interactive browser login arrives with a later release.")]
-pub struct LoginArgs {
-    #[command(flatten)]
-    common: Common,
-    #[command(flatten)]
-    api: ApiArgs,
-    /// Import the credentials from AMC_SYNC_CLIENT_ID / _CLIENT_SECRET / _REFRESH_TOKEN.
-    #[arg(long, required = true)]
-    from_env: bool,
-    /// Save without checking them against Amazon.
-    #[arg(long)]
-    no_verify: bool,
-    /// Print the profiles found as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-/// Runs `login`.
-pub fn login(args: LoginArgs) -> ExitCode {
-    finish(login_inner(args))
-}
-
-fn login_inner(args: LoginArgs) -> Result<(), Failure> {
-    let Some(creds) = credentials::from_env() else {
-        return Err(Failure::usage(format!(
-            "set {ENV_CLIENT_ID}, {ENV_CLIENT_SECRET} and {ENV_REFRESH_TOKEN} (all three) for --from-env"
-        )));
-    };
-    let (mut cfg, _) = args.common.load_config()?;
-    args.api.apply(&mut cfg)?;
-    let data_dir = args.common.data_dir()?;
-    if !args.no_verify {
-        let client = AmazonClient::new(&ClientOptions::from_config(&cfg), creds.clone())
-            .map_err(|e| Failure::runtime(format!("Amazon client: {e}")))?;
-        let profiles = runtime()?
-            .block_on(client.list_profiles())
-            .map_err(|e| Failure::runtime(format!("the credentials were not accepted: {e}")))?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string(&profiles).map_err(|e| Failure::runtime(e.to_string()))?
-            );
-        } else {
-            println!(
-                "Logged in ({}, {}): {} advertising profile(s)",
-                cfg.region.as_str(),
-                cfg.effective_api_base_url(),
-                profiles.len()
-            );
-            for p in &profiles {
-                println!(
-                    "  profile {}  {}  {}  {}",
-                    p.profile_id, p.country_code, p.currency_code, p.account_info.name
-                );
-            }
-        }
-    }
-    let path = credentials::save(&data_dir, &creds).map_err(|e| Failure::runtime(e.to_string()))?;
-    if !args.json {
-        println!(
-            "credentials saved to {} (mode 0600); a running agent picks them up at its next upload round (`amc-sync flush` to start one now)",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-/// `amc-sync logout`
-#[derive(Debug, clap::Args)]
-pub struct LogoutArgs {
-    #[command(flatten)]
-    common: Common,
-}
-
-/// Runs `logout`.
-pub fn logout(args: LogoutArgs) -> ExitCode {
-    finish((|| {
-        let data_dir = args.common.data_dir_no_create()?;
-        match credentials::remove(&data_dir) {
-            Ok(true) => println!("stored credentials removed"),
-            Ok(false) => println!("no stored credentials"),
-            Err(e) => return Err(Failure::runtime(e.to_string())),
-        }
-        Ok(())
-    })())
 }
 
 /// `amc-sync flush`
@@ -221,7 +132,7 @@ fn flush_inner(args: FlushArgs) -> Result<(), Failure> {
             && auth != "ok"
         {
             return Err(Failure::runtime(format!(
-                "uploads cannot run ({auth}): run `amc-sync login --from-env`"
+                "uploads cannot run ({auth}): run `amc-sync login`"
             )));
         }
         return flush_verdict(args.wait, &body);
@@ -229,13 +140,15 @@ fn flush_inner(args: FlushArgs) -> Result<(), Failure> {
     // No agent: upload in-process.
     let (mut cfg, _) = args.common.load_config()?;
     args.api.apply(&mut cfg)?;
-    let Some((creds, _)) =
-        credentials::load(&data_dir).map_err(|e| Failure::runtime(e.to_string()))?
+    let Some(loaded) =
+        credentials::load(&data_dir, cfg.region).map_err(|e| Failure::runtime(e.to_string()))?
     else {
         return Err(Failure::usage(
-            "no Amazon credentials: run `amc-sync login --from-env` first",
+            "not logged in to Amazon Ads in this region: run `amc-sync login` first",
         ));
     };
+    cfg.region = loaded.region;
+    let creds = loaded.credentials;
     let store = open_store(&data_dir)?;
     let writer = Writer::spawn(store).map_err(|e| Failure::runtime(e.to_string()))?;
     let client = AmazonClient::new(&ClientOptions::from_config(&cfg), creds)
@@ -338,7 +251,7 @@ fn report_flush(json: bool, body: &serde_json::Value) {
     match st.get("auth").and_then(|v| v.as_str()) {
         Some("needs_login") => println!("uploads paused: log in again (`amc-sync login`)"),
         Some("no_credentials") => {
-            println!("no Amazon credentials: run `amc-sync login --from-env`")
+            println!("no Amazon credentials: run `amc-sync login`")
         }
         _ => {}
     }
@@ -388,6 +301,12 @@ pub struct SandboxArgs {
     /// Fixed refresh token of the test user (default: random per start).
     #[arg(long)]
     refresh_token: Option<String>,
+    /// Show a consent page (Allow / Cancel) at /ap/oa instead of approving at once.
+    #[arg(long)]
+    manual_consent: bool,
+    /// Lifetime of authorization codes, seconds (Amazon: 300).
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    code_ttl: u64,
 }
 
 /// Runs the sandbox Amazon API until Ctrl+C.
@@ -402,6 +321,8 @@ pub fn sandbox(args: SandboxArgs) -> ExitCode {
                 client_id: args.client_id.clone(),
                 client_secret: args.client_secret.clone(),
                 refresh_token: args.refresh_token.clone(),
+                auto_approve: !args.manual_consent,
+                code_ttl: Duration::from_secs(args.code_ttl),
                 ..SandboxOptions::default()
             };
             opts.faults.rate_limit = args.fault_rate_limit;

@@ -4,9 +4,11 @@
 mod amazon_cmds;
 mod common;
 mod config_cmd;
+mod dashboard;
 mod demo;
 mod ingest;
 mod logging;
+mod login_cmds;
 mod normalize;
 mod run;
 mod store_cmds;
@@ -35,10 +37,12 @@ enum Command {
     Ingest(ingest::Args),
     /// Upload queued changes now (through the running agent, or in-process).
     Flush(amazon_cmds::FlushArgs),
-    /// Store Amazon credentials for the agent (non-interactive: --from-env).
-    Login(amazon_cmds::LoginArgs),
-    /// Remove the stored Amazon credentials.
-    Logout(amazon_cmds::LogoutArgs),
+    /// Log in with Amazon (browser, state + PKCE); secrets go to the OS keychain.
+    Login(login_cmds::LoginArgs),
+    /// Remove the stored Amazon secrets (keychain and fallback file); the queue is kept.
+    Logout(login_cmds::LogoutArgs),
+    /// Show or switch the Amazon Ads region (NA, EU, FE); the queue is kept.
+    Region(login_cmds::RegionArgs),
     /// Run the sandbox Amazon Ads API (audiences, records, jobs, LWA) for trials and tests.
     Sandbox(amazon_cmds::SandboxArgs),
     /// Normalize and hash PII exactly as AMC Sync uploads it (no data is stored or sent).
@@ -56,6 +60,8 @@ enum Command {
     /// List or create local audiences.
     #[command(subcommand)]
     Audiences(store_cmds::AudiencesCommand),
+    /// Open the running agent's dashboard in the browser (or print its URL).
+    Dashboard(dashboard::Args),
 }
 
 /// Parses the command line and runs the command.
@@ -91,14 +97,16 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Ingest(args) => ingest::run(args),
         Command::Flush(args) => amazon_cmds::flush(args),
-        Command::Login(args) => amazon_cmds::login(args),
-        Command::Logout(args) => amazon_cmds::logout(args),
+        Command::Login(args) => login_cmds::login(args),
+        Command::Logout(args) => login_cmds::logout(args),
+        Command::Region(args) => login_cmds::region(args),
         Command::Sandbox(args) => amazon_cmds::sandbox(args),
         Command::Normalize(args) => normalize::run(args),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Status(args) => store_cmds::status(args),
         Command::DeadLetters(cmd) => store_cmds::dead_letters(cmd),
         Command::Audiences(cmd) => store_cmds::audiences(cmd),
+        Command::Dashboard(args) => dashboard::run(args),
     }
 }
 

@@ -64,23 +64,31 @@ fn run_inner(args: Args) -> Result<(), Failure> {
         tracing::warn!(listen = %cfg.listen, "listening on a non-loopback address without TLS");
     }
     let listen = cfg.listen;
-    let credentials = amc_sync::agent::credentials::load(&data_dir)
+    if let Some(region) = args.api.region() {
+        // `run --region EU` switches the active region (kept for the next start).
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| Failure::runtime(format!("{}: {e}", data_dir.display())))?;
+        amc_sync::agent::credentials::set_region(&data_dir, region)
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+    }
+    let credentials = amc_sync::agent::credentials::load(&data_dir, cfg.region)
         .map_err(|e| Failure::runtime(e.to_string()))?;
     let uploads = match &credentials {
-        Some((_, src)) => format!(
-            "to {} every {} s or when {} records are queued (credentials from {})",
-            cfg.effective_api_base_url(),
+        Some(l) => format!(
+            "to {} ({}) every {} s or when {} records are queued (credentials from the {})",
+            if cfg.api_base_url.is_some() {
+                cfg.effective_api_base_url()
+            } else {
+                l.region.api_base_url()
+            },
+            l.region.as_str(),
             cfg.schedule.upload_interval_secs,
             cfg.schedule.batch_size,
-            match src {
-                amc_sync::agent::credentials::CredentialSource::Environment => "the environment",
-                amc_sync::agent::credentials::CredentialSource::File => "the data dir",
-            }
+            l.source.as_str()
         ),
-        None => "paused: no Amazon credentials (run `amc-sync login --from-env`); the queue keeps everything".to_string(),
+        None => "paused: not logged in to Amazon Ads in this region (run `amc-sync login`); the queue keeps everything".to_string(),
     };
     let mut opts = RunOptions::new(cfg, data_dir);
-    opts.credentials = credentials.map(|(c, _)| c);
     opts.drop_dir = args.drop_dir;
     opts.write_key = args.write_key;
     opts.watch_folder = !args.no_drop_folder;

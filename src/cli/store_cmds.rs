@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
+use amc_sync::agent::audiences::{self, AudienceInput};
 use amc_sync::agent::credentials;
 use amc_sync::agent::state::{AgentState, DB_FILE};
-use amc_sync::config::{CURRENCIES, MAX_TTL_SECS};
-use amc_sync::pii::Country;
-use amc_sync::store::{DeadLetterFilter, NewAudience, Store, Target};
+use amc_sync::store::{DeadLetterFilter, Store, Target};
 use amc_sync::sync::engine::{AuthState, SYNC_STATE_FILE, SyncStatus};
 use serde_json::json;
 
@@ -51,6 +50,20 @@ fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
                  (it creates the write key), or check --data-dir / AMC_SYNC_DATA_DIR",
                 data_dir.display()
             );
+            let conn = credentials::Connection::load(&data_dir).unwrap_or_default();
+            let region = conn.active_region(cfg.region);
+            if let Some(store) = conn.secret_store {
+                println!(
+                    "amazon:      logged in ({}: {})   secrets: {}",
+                    region.as_str(),
+                    conn.regions
+                        .keys()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    store.as_str()
+                );
+            }
         }
         return Ok(());
     };
@@ -74,8 +87,17 @@ fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
     let sync: Option<SyncStatus> = std::fs::read(data_dir.join(SYNC_STATE_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let has_credentials =
-        credentials::from_env().is_some() || data_dir.join(credentials::CREDENTIALS_FILE).exists();
+    // connection.json only (no keychain access for a status line).
+    let conn = credentials::Connection::load(&data_dir).unwrap_or_default();
+    let region = conn.active_region(cfg.region);
+    let env_creds = credentials::from_env().is_some();
+    let has_credentials = env_creds || conn.regions.contains_key(&region);
+    let secret_store = if env_creds {
+        Some("environment")
+    } else {
+        conn.secret_store
+            .map(amc_sync::secrets::SecretBackend::as_str)
+    };
     // A running agent's engine knows best (its credentials may have come
     // from the environment it was started with, or from `amc-sync demo`).
     let auth = match (&sync, has_credentials) {
@@ -97,7 +119,10 @@ fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
             "agentPid": agent_pid.filter(|p| *p != 0),
             "writeKey": state.write_key,
             "listen": listen,
-            "region": cfg.region.as_str(),
+            "region": region.as_str(),
+            "secretStore": secret_store,
+            "secretStoreWarning": conn.secret_store_warning,
+            "profiles": conn.regions.get(&region).map(|l| l.profiles.clone()).unwrap_or_default(),
             "profile": cfg.profile.as_str(),
             "pending": pending,
             "pendingTotal": pending.values().sum::<u64>(),
@@ -133,7 +158,7 @@ fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
     println!("write key:   {}", state.write_key);
     println!(
         "region:      {}   profile: {}",
-        cfg.region.as_str(),
+        region.as_str(),
         cfg.profile
     );
     let auth_text = match auth {
@@ -142,10 +167,21 @@ fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
             "NEEDS LOGIN — uploads paused, the queue keeps growing (run `amc-sync login`)"
         }
         AuthState::NoCredentials => {
-            "no Amazon credentials — uploads wait (run `amc-sync login --from-env`)"
+            "not logged in to Amazon Ads in this region — uploads wait (run `amc-sync login`)"
         }
     };
     println!("amazon:      {auth_text}");
+    if let Some(store) = secret_store {
+        let profiles = conn.regions.get(&region).map_or(0, |l| l.profiles.len());
+        println!(
+            "secrets:     {store}{}   profiles: {profiles}",
+            if store == "file" {
+                " (0600 file in the data dir: no OS keychain was available)"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(s) = &sync {
         let when = |ms: Option<i64>| {
             ms.map_or("—".to_string(), |t| {
@@ -451,61 +487,34 @@ pub fn audiences(cmd: AudiencesCommand) -> ExitCode {
 }
 
 fn create(a: CreateArgs) -> Result<(), Failure> {
-    let country = Country::parse(&a.country).map_err(|_| {
-        Failure::usage(format!(
-            "--country {:?}: not an ISO 3166-1 alpha-2 code",
-            a.country
-        ))
-    })?;
-    if let Some(id) = &a.advertiser_id
-        && (id.is_empty()
-            || id.len() > 39
-            || !id.bytes().all(|b| b.is_ascii_digit())
-            || id.bytes().all(|b| b == b'0'))
-    {
-        return Err(Failure::usage(
-            "--advertiser-id must be a positive number of 1–39 digits",
-        ));
-    }
-    if a.description.chars().count() > 1000 {
-        return Err(Failure::usage(
-            "--description must be at most 1,000 characters",
-        ));
-    }
-    if a.ttl.is_some_and(|t| u64::from(t) > MAX_TTL_SECS) {
-        return Err(Failure::usage(format!(
-            "--ttl must be 0–{MAX_TTL_SECS} seconds"
-        )));
-    }
-    if let Some(c) = &a.currency
-        && !CURRENCIES.contains(&c.as_str())
-    {
-        return Err(Failure::usage(format!(
-            "--currency {c:?}: Amazon accepts {}",
-            CURRENCIES.join(" ")
-        )));
-    }
-    let target = match (a.advertiser_id, a.connection_id) {
-        (Some(id), _) => Target::AdvertiserId(id),
-        (None, Some(c)) => Target::ConnectionId(c),
-        (None, None) => {
-            return Err(Failure::usage(
-                "--advertiser-id or --connection-id is required",
-            ));
-        }
-    };
-    let data_dir = a.common.data_dir()?;
-    let mut store: Store = open_store(&data_dir)?;
-    let new = NewAudience {
+    // The same rules as `POST /api/audiences` (amc_sync::agent::audiences).
+    let input = AudienceInput {
         key: a.key,
-        country_code: country.as_str().to_string(),
-        description: a.description,
-        target,
+        country_code: a.country,
+        description: Some(a.description),
+        advertiser_id: a.advertiser_id,
+        connection_id: a.connection_id,
         external_audience_id: a.external_audience_id,
-        ttl_secs: a.ttl,
-        cpm_cents: a.cpm_cents,
+        ttl_secs: a.ttl.map(u64::from),
+        cpm_cents: a.cpm_cents.map(u64::from),
         currency: a.currency,
     };
+    let new = audiences::validate(input).map_err(|e| {
+        let flag = match e.field {
+            "countryCode" => "--country",
+            "advertiserId" => "--advertiser-id",
+            "connectionId" => "--connection-id",
+            "externalAudienceId" => "--external-audience-id",
+            "ttlSecs" => "--ttl",
+            "cpmCents" => "--cpm-cents",
+            "currency" => "--currency",
+            "description" => "--description",
+            _ => "--key",
+        };
+        Failure::usage(format!("{flag}: {}", e.message))
+    })?;
+    let data_dir = a.common.data_dir()?;
+    let mut store: Store = open_store(&data_dir)?;
     let created = store
         .create_audience(&new)
         .map_err(|e| Failure::usage(format!("cannot create audience: {e}")))?;

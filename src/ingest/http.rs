@@ -7,7 +7,9 @@
 //! | `POST /v1/batch`, `POST /v1/import` | `{"batch":[…], "writeKey"?, "context"?, "integrations"?, "sentAt"?}` | every item goes through the [`Pipeline`]; top-level `context`/`integrations` are merged into each item (item values win), a top-level `sentAt` fills items without one |
 //! | `POST /v1/track`, `POST /v1/identify` | one message | `type` is implied by the path (set when missing; a different `type` dead-letters the message as `type_mismatch`) |
 //! | `POST /v1/page`, `/v1/screen`, `/v1/group`, `/v1/alias` | one message | authenticated, validated, counted ([`stats`]) and ignored |
-//! | `GET /healthz` | — | `200 {"status":"ok"}` |
+//!
+//! `GET /healthz` is served by the admin API ([`crate::agent::admin`]) with its
+//! loopback `Host` check.
 //!
 //! **Auth**: the write key as HTTP Basic username (`base64("<key>:")`; a
 //! missing colon is tolerated), or `writeKey` in the body. Either one
@@ -72,7 +74,7 @@ use axum::body::{Body, HttpBody};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
@@ -101,9 +103,52 @@ pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 pub struct HttpState {
     /// The intake pipeline (mapping, hashing, group-committed store).
     pub pipeline: Arc<Pipeline>,
-    /// The Segment `writeKey` clients must present. An empty key accepts
-    /// nobody.
-    pub write_key: Arc<str>,
+    /// The Segment `writeKey` clients must present (rotatable at run time
+    /// by the admin API). An empty key accepts nobody.
+    pub write_key: WriteKey,
+}
+
+/// The Segment `writeKey` the intake accepts, shared with the admin API so
+/// that `POST /api/settings/write-key/rotate` takes effect at once: every
+/// request reads the current key. Cheap to clone (one `Arc`). `Debug` never
+/// shows the key.
+#[derive(Clone)]
+pub struct WriteKey(Arc<std::sync::RwLock<Arc<str>>>);
+
+impl WriteKey {
+    /// A shared key holding `key`.
+    pub fn new(key: &str) -> WriteKey {
+        WriteKey(Arc::new(std::sync::RwLock::new(Arc::from(key))))
+    }
+
+    /// The current key.
+    pub fn get(&self) -> Arc<str> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the key: requests authenticated after this call must present
+    /// `key`; the old key is refused from now on.
+    pub fn set(&self, key: &str) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::from(key);
+    }
+}
+
+impl From<&str> for WriteKey {
+    fn from(key: &str) -> WriteKey {
+        WriteKey::new(key)
+    }
+}
+
+impl std::fmt::Debug for WriteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteKey(…)")
+    }
 }
 
 impl std::fmt::Debug for HttpState {
@@ -184,12 +229,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/alias", post(alias))
         // The handlers enforce their own limits (module docs: "Limits").
         .layer(DefaultBodyLimit::disable())
-        .route("/healthz", get(healthz))
         .with_state(state)
-}
-
-async fn healthz() -> Response {
-    (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
 }
 
 /// What a `/v1/*` route does with its body.
@@ -329,7 +369,8 @@ async fn handle(endpoint: Endpoint, state: HttpState, headers: HeaderMap, body: 
                 ),
             })??;
         let encoding = content_encoding(&headers)?;
-        let header_ok = basic_auth_key(&headers).is_some_and(|k| key_matches(&state.write_key, k));
+        let header_ok =
+            basic_auth_key(&headers).is_some_and(|k| key_matches(&state.write_key.get(), k));
         tokio::task::spawn_blocking(move || process(endpoint, &state, header_ok, encoding, &raw))
             .await
             .map_err(|_| ApiError {
@@ -501,7 +542,7 @@ fn process(
     let body_ok = value
         .get("writeKey")
         .and_then(Value::as_str)
-        .is_some_and(|k| key_matches(&state.write_key, k));
+        .is_some_and(|k| key_matches(&state.write_key.get(), k));
     if !(header_ok || body_ok) {
         return Err(ApiError::unauthorized());
     }

@@ -33,6 +33,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/auth/o2/token", post(token))
         .route("/ap/oa", get(authorize))
+        .route("/ap/oa/consent", post(consent))
         .route("/v2/profiles", get(profiles))
         .route("/amc/audiences/metadata", post(create_audience))
         .route(
@@ -44,6 +45,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/__sandbox/received", get(received))
         .route("/__sandbox/faults", get(get_faults).post(set_faults))
         .route("/__sandbox/stats", get(stats))
+        .route("/__sandbox/revoke", post(revoke))
+        .route("/__sandbox/settings", get(get_settings).post(set_settings))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)
 }
@@ -132,7 +135,7 @@ async fn token(State(sh): Sh, headers: HeaderMap, body: Bytes) -> Response {
                     );
                 }
             }
-            if p("refresh_token") != sh.refresh_token {
+            if !sh.lock().refresh_tokens.contains(p("refresh_token")) {
                 return lwa_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_grant",
@@ -141,7 +144,7 @@ async fn token(State(sh): Sh, headers: HeaderMap, body: Bytes) -> Response {
             }
             let (token, ttl) = issue_access_token(&sh);
             sh.lock().stats.token_refreshes += 1;
-            token_response(&token, &sh.refresh_token, ttl)
+            token_response(&token, p("refresh_token"), ttl)
         }
         "authorization_code" => {
             let code = {
@@ -174,8 +177,14 @@ async fn token(State(sh): Sh, headers: HeaderMap, body: Bytes) -> Response {
                 }
             }
             let (token, ttl) = issue_access_token(&sh);
-            sh.lock().stats.code_grants += 1;
-            token_response(&token, &sh.refresh_token, ttl)
+            // Each consent yields its own refresh token (revocable alone).
+            let refresh = format!("Atzr|sandbox-{}", random_hex(24));
+            {
+                let mut st = sh.lock();
+                st.stats.code_grants += 1;
+                st.refresh_tokens.insert(refresh.clone());
+            }
+            token_response(&token, &refresh, ttl)
         }
         "" => lwa_error(
             StatusCode::BAD_REQUEST,
@@ -210,59 +219,186 @@ fn token_response(access: &str, refresh: &str, ttl: u64) -> Response {
 /// approves at once — 302 to `redirect_uri?code=…&scope=…&state=…`. The
 /// redirect must be a loopback `http://` URI; PKCE (`S256`) is honoured.
 async fn authorize(State(sh): Sh, Query(q): Query<HashMap<String, String>>) -> Response {
-    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
-    if get("client_id") != sh.client_id {
-        return (StatusCode::BAD_REQUEST, "unknown client_id").into_response();
+    let req = match AuthorizeParams::check(&sh, &q) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if sh.lock().auto_approve {
+        return req.approve(&sh);
     }
-    if get("response_type") != "code" {
-        return (StatusCode::BAD_REQUEST, "response_type must be code").into_response();
-    }
-    let redirect = get("redirect_uri");
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|p| redirect.starts_with(p));
-    if !loopback {
-        return (
-            StatusCode::BAD_REQUEST,
-            "redirect_uri must be a loopback URI",
-        )
-            .into_response();
-    }
-    let challenge = match (get("code_challenge"), get("code_challenge_method")) {
-        ("", _) => None,
-        (c, "S256") => Some(c.to_string()),
-        _ => {
-            return (
-                StatusCode::BAD_REQUEST,
-                "code_challenge_method must be S256",
-            )
-                .into_response();
+    consent_page(&req)
+}
+
+/// A checked `/ap/oa` request.
+struct AuthorizeParams {
+    client_id: String,
+    redirect_uri: String,
+    state: String,
+    scope: String,
+    code_challenge: Option<String>,
+}
+
+fn plain_error(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message.to_string(),
+    )
+        .into_response()
+}
+
+impl AuthorizeParams {
+    /// [LWA] authorization request checks: known client, `response_type=code`,
+    /// a registered (here: loopback, or listed) `redirect_uri`, PKCE method
+    /// `S256` when a challenge is sent. Errors before the redirect URI is
+    /// trusted are shown to the user, not redirected (RFC 6749 §4.1.2.1).
+    fn check(sh: &Shared, q: &HashMap<String, String>) -> Result<AuthorizeParams, Response> {
+        let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+        if get("client_id") != sh.client_id {
+            return Err(plain_error("unknown client_id"));
         }
-    };
-    let code = format!("ANsandbox{}", random_hex(16));
-    sh.lock().codes.insert(
-        code.clone(),
-        AuthCode {
+        let redirect = get("redirect_uri");
+        let allowed = if sh.allowed_return_urls.is_empty() {
+            ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+                .iter()
+                .any(|p| redirect.starts_with(p))
+        } else {
+            sh.allowed_return_urls.iter().any(|u| u == redirect)
+        };
+        if !allowed {
+            return Err(plain_error(
+                "redirect_uri is not an Allowed Return URL of this security profile",
+            ));
+        }
+        if get("response_type") != "code" {
+            return Err(plain_error("response_type must be code"));
+        }
+        let code_challenge = match (get("code_challenge"), get("code_challenge_method")) {
+            ("", _) => None,
+            (c, "S256") => Some(c.to_string()),
+            _ => return Err(plain_error("code_challenge_method must be S256")),
+        };
+        Ok(AuthorizeParams {
+            client_id: get("client_id").to_string(),
             redirect_uri: redirect.to_string(),
-            code_challenge: challenge,
-            expires: Instant::now() + Duration::from_secs(300),
-        },
-    );
-    let scope = if get("scope").is_empty() {
-        "advertising::campaign_management"
-    } else {
-        get("scope")
-    };
-    let sep = if redirect.contains('?') { '&' } else { '?' };
-    let location = format!(
-        "{redirect}{sep}{}",
-        form::encode(&[("code", &code), ("scope", scope), ("state", get("state"))])
-    );
-    let mut resp = StatusCode::FOUND.into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
+            state: get("state").to_string(),
+            scope: if get("scope").is_empty() {
+                "advertising::campaign_management".into()
+            } else {
+                get("scope").to_string()
+            },
+            code_challenge,
+        })
     }
-    resp
+
+    fn redirect(&self, pairs: &[(&str, &str)]) -> Response {
+        let sep = if self.redirect_uri.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let location = format!("{}{sep}{}", self.redirect_uri, form::encode(pairs));
+        let mut resp = StatusCode::FOUND.into_response();
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        resp
+    }
+
+    /// Issues a code (single use, [`SandboxOptions::code_ttl`]) and redirects.
+    fn approve(&self, sh: &Shared) -> Response {
+        let code = format!("ANsandbox{}", random_hex(16));
+        {
+            let mut st = sh.lock();
+            let ttl = st.code_ttl;
+            st.codes.insert(
+                code.clone(),
+                AuthCode {
+                    redirect_uri: self.redirect_uri.clone(),
+                    code_challenge: self.code_challenge.clone(),
+                    expires: Instant::now() + ttl,
+                },
+            );
+        }
+        self.redirect(&[
+            ("code", &code),
+            ("scope", &self.scope),
+            ("state", &self.state),
+        ])
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The consent page (when auto-approve is off): Allow / Cancel.
+fn consent_page(req: &AuthorizeParams) -> Response {
+    let hidden = [
+        ("client_id", req.client_id.as_str()),
+        ("redirect_uri", req.redirect_uri.as_str()),
+        ("state", req.state.as_str()),
+        ("scope", req.scope.as_str()),
+        ("response_type", "code"),
+        (
+            "code_challenge",
+            req.code_challenge.as_deref().unwrap_or(""),
+        ),
+        (
+            "code_challenge_method",
+            if req.code_challenge.is_some() {
+                "S256"
+            } else {
+                ""
+            },
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| {
+        format!(
+            "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+            html_escape(v)
+        )
+    })
+    .collect::<String>();
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Amazon (sandbox) — sign in</title></head>\
+         <body><h1>AMC Sync sandbox: Login with Amazon</h1>\
+         <p>The application <code>{}</code> asks for <code>{}</code>.</p>\
+         <form method=\"post\" action=\"/ap/oa/consent\">{hidden}\
+         <button id=\"allow\" name=\"decision\" value=\"allow\">Allow</button> \
+         <button id=\"deny\" name=\"decision\" value=\"deny\">Cancel</button></form></body></html>",
+        html_escape(&req.client_id),
+        html_escape(&req.scope)
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// `POST /ap/oa/consent` (the consent page's form): Allow issues a code;
+/// Cancel redirects with `error=access_denied` ([LWA] "Authorization Response").
+async fn consent(State(sh): Sh, body: Bytes) -> Response {
+    let q: HashMap<String, String> = form::decode(&body).into_iter().collect();
+    let req = match AuthorizeParams::check(&sh, &q) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if q.get("decision").map(String::as_str) == Some("allow") {
+        req.approve(&sh)
+    } else {
+        req.redirect(&[
+            ("error", "access_denied"),
+            ("error_description", "The user denied the request"),
+            ("state", &req.state),
+        ])
+    }
 }
 
 // ---------------------------------------------------------------- checks
@@ -980,4 +1116,67 @@ async fn set_faults(State(sh): Sh, body: Bytes) -> Response {
         }
         Err(e) => error_response(400, "BAD_REQUEST", &format!("faults: {e}")),
     }
+}
+
+/// `POST /__sandbox/revoke` `{"refreshToken": "…"}` revokes one refresh
+/// token, `{}` every one (as a user removing the app's access): the next
+/// refresh answers `invalid_grant`. → `{"revoked": n}`.
+async fn revoke(State(sh): Sh, body: Bytes) -> Response {
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Req {
+        #[serde(default)]
+        refresh_token: Option<String>,
+    }
+    let req: Req = if body.is_empty() {
+        Req::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error_response(400, "BAD_REQUEST", &format!("revoke: {e}")),
+        }
+    };
+    let mut st = sh.lock();
+    let revoked = match req.refresh_token {
+        Some(t) => usize::from(st.refresh_tokens.remove(&t)),
+        None => {
+            let n = st.refresh_tokens.len();
+            st.refresh_tokens.clear();
+            n
+        }
+    };
+    // Access tokens minted from them die too.
+    st.access_tokens.clear();
+    axum::Json(serde_json::json!({ "revoked": revoked })).into_response()
+}
+
+#[derive(serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SandboxSettings {
+    auto_approve: bool,
+    code_ttl_secs: f64,
+}
+
+async fn get_settings(State(sh): Sh) -> Response {
+    let st = sh.lock();
+    axum::Json(SandboxSettings {
+        auto_approve: st.auto_approve,
+        code_ttl_secs: st.code_ttl.as_secs_f64(),
+    })
+    .into_response()
+}
+
+/// `POST /__sandbox/settings` `{"autoApprove": bool, "codeTtlSecs": n}`.
+async fn set_settings(State(sh): Sh, body: Bytes) -> Response {
+    let s: SandboxSettings = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error_response(400, "BAD_REQUEST", &format!("settings: {e}")),
+    };
+    if !(s.code_ttl_secs.is_finite() && (0.0..=3600.0).contains(&s.code_ttl_secs)) {
+        return error_response(400, "BAD_REQUEST", "codeTtlSecs must be 0–3600");
+    }
+    let mut st = sh.lock();
+    st.auto_approve = s.auto_approve;
+    st.code_ttl = Duration::from_secs_f64(s.code_ttl_secs);
+    axum::Json(s).into_response()
 }

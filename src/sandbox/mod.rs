@@ -98,6 +98,13 @@ pub struct SandboxOptions {
     pub max_body_bytes: usize,
     /// First audience id issued (default 9,223,372,036,854,775,907 > 2^63).
     pub first_audience_id: u128,
+    /// `GET /ap/oa` approves at once (default, for tests and the demo);
+    /// `false` shows a consent page with Allow / Cancel buttons.
+    pub auto_approve: bool,
+    /// Authorization-code lifetime (default 300 s, as at Amazon).
+    pub code_ttl: Duration,
+    /// Registered "Allowed Return URLs"; empty: any loopback `http://` URI.
+    pub allowed_return_urls: Vec<String>,
 }
 
 impl Default for SandboxOptions {
@@ -115,6 +122,9 @@ impl Default for SandboxOptions {
             keep_raw_bodies: false,
             max_body_bytes: 64 << 20,
             first_audience_id: 9_223_372_036_854_775_907,
+            auto_approve: true,
+            code_ttl: Duration::from_secs(300),
+            allowed_return_urls: Vec::new(),
         }
     }
 }
@@ -179,6 +189,12 @@ pub(crate) struct State {
     pub faults: Faults,
     pub access_tokens: HashMap<String, Instant>,
     pub codes: HashMap<String, AuthCode>,
+    /// Refresh tokens LWA accepts (the configured one plus one per code grant).
+    pub refresh_tokens: std::collections::HashSet<String>,
+    /// See [`SandboxOptions::auto_approve`] (changeable at run time).
+    pub auto_approve: bool,
+    /// See [`SandboxOptions::code_ttl`] (changeable at run time).
+    pub code_ttl: Duration,
     pub audiences: BTreeMap<String, serde_json::Value>,
     pub next_audience_id: u128,
     pub jobs: HashMap<String, Job>,
@@ -198,6 +214,7 @@ pub(crate) struct Shared {
     pub reject_user: Option<regex::Regex>,
     pub keep_raw_bodies: bool,
     pub max_body_bytes: usize,
+    pub allowed_return_urls: Vec<String>,
     pub state: Mutex<State>,
 }
 
@@ -254,6 +271,9 @@ pub async fn try_start(opts: SandboxOptions) -> std::io::Result<Sandbox> {
         };
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
+    let refresh_token = opts
+        .refresh_token
+        .unwrap_or_else(|| format!("Atzr|sandbox-{}", random_hex(24)));
     let shared = Arc::new(Shared {
         client_id: opts
             .client_id
@@ -261,18 +281,20 @@ pub async fn try_start(opts: SandboxOptions) -> std::io::Result<Sandbox> {
         client_secret: opts
             .client_secret
             .unwrap_or_else(|| format!("amzn1.oa2-cs.v1.sandbox{}", random_hex(24))),
-        refresh_token: opts
-            .refresh_token
-            .unwrap_or_else(|| format!("Atzr|sandbox-{}", random_hex(24))),
+        refresh_token: refresh_token.clone(),
         token_ttl: opts.token_ttl,
         job_pending_polls: opts.job_pending_polls,
         invalid_user,
         reject_user,
         keep_raw_bodies: opts.keep_raw_bodies,
         max_body_bytes: opts.max_body_bytes,
+        allowed_return_urls: opts.allowed_return_urls,
         state: Mutex::new(State {
             faults: opts.faults,
             next_audience_id: opts.first_audience_id,
+            refresh_tokens: std::iter::once(refresh_token).collect(),
+            auto_approve: opts.auto_approve,
+            code_ttl: opts.code_ttl,
             ..State::default()
         }),
     });
@@ -321,6 +343,26 @@ impl Sandbox {
     /// The pre-consented test user's refresh token.
     pub fn refresh_token(&self) -> &str {
         &self.shared.refresh_token
+    }
+
+    /// Revokes every refresh token issued so far (a user removing the app's
+    /// access): refreshes then answer `invalid_grant`. Returns how many.
+    pub fn revoke_refresh_tokens(&self) -> usize {
+        let mut st = self.shared.lock();
+        let n = st.refresh_tokens.len();
+        st.refresh_tokens.clear();
+        st.access_tokens.clear();
+        n
+    }
+
+    /// Switches auto-approval of `GET /ap/oa` (off: a consent page).
+    pub fn set_auto_approve(&self, on: bool) {
+        self.shared.lock().auto_approve = on;
+    }
+
+    /// Sets the lifetime of authorization codes issued from now on.
+    pub fn set_code_ttl(&self, ttl: Duration) {
+        self.shared.lock().code_ttl = ttl;
     }
 
     /// The credentials, ready for [`crate::amazon::AmazonClient::new`].

@@ -344,6 +344,31 @@ impl Store {
         Ok(moved)
     }
 
+    /// Records accepted by Amazon (202) per hour, from the jobs table:
+    /// hour start (ms since the epoch, a multiple of 3,600,000) → records,
+    /// for jobs created at or after `since_ms`. Hours without uploads are
+    /// absent.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn uploads_by_hour(
+        &self,
+        since_ms: i64,
+    ) -> Result<std::collections::BTreeMap<i64, u64>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT (created_at / 3600000) * 3600000 AS h, SUM(records) FROM jobs
+             WHERE created_at >= ?1 GROUP BY h",
+        )?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in st.query_map([since_ms], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })? {
+            let (h, n) = row?;
+            out.insert(h, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(out)
+    }
+
     /// Upload counters per audience key.
     ///
     /// # Errors

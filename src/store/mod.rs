@@ -213,6 +213,21 @@ pub struct Audience {
     pub currency: Option<String>,
     /// Creation time, ms since the epoch.
     pub created_at_ms: i64,
+    /// The region (`NA`, `EU`, `FE`) `audience_id` was created in; `None`
+    /// when unknown (set by hand, or created before regions were tracked).
+    pub audience_region: Option<String>,
+}
+
+impl Audience {
+    /// The Amazon `audienceId` to use in `region`: the recorded one unless it
+    /// is known to belong to another region (then the audience must be
+    /// created there first).
+    pub fn audience_id_in(&self, region: &str) -> Option<&str> {
+        match &self.audience_region {
+            Some(r) if r != region => None,
+            _ => self.audience_id.as_deref(),
+        }
+    }
 }
 
 /// Where a dead letter came from.
@@ -368,7 +383,8 @@ pub struct DeadLetter {
 }
 
 /// Filter for [`Store::dead_letters`]. `Default` matches every dead letter;
-/// results come by increasing id, at most `limit` (default 100) at a time.
+/// results come by increasing id (decreasing with `newest_first`), at most
+/// `limit` (default 100) at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterFilter {
     /// Only this reason code.
@@ -381,6 +397,10 @@ pub struct DeadLetterFilter {
     pub after_id: i64,
     /// At most this many rows.
     pub limit: u32,
+    /// Only dead letters whose payload names this local audience key.
+    pub audience: Option<String>,
+    /// The newest `limit` rows, by decreasing id (default: oldest first).
+    pub newest_first: bool,
 }
 
 impl Default for DeadLetterFilter {
@@ -391,6 +411,8 @@ impl Default for DeadLetterFilter {
             retried: None,
             after_id: 0,
             limit: 100,
+            audience: None,
+            newest_first: false,
         }
     }
 }
@@ -782,6 +804,7 @@ impl Store {
             cpm_cents: a.cpm_cents,
             currency: a.currency.clone(),
             created_at_ms: now,
+            audience_region: None,
         })
     }
 
@@ -819,12 +842,30 @@ impl Store {
         key: &str,
         audience_id: &str,
     ) -> Result<(), StoreError> {
+        self.set_amazon_audience_id_in(key, audience_id, None)
+    }
+
+    /// Records the Amazon `audienceId` and the region (`NA`, `EU`, `FE`) it
+    /// was created in (`None`: valid in any region).
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] unless `audience_id` is 1–40 ASCII digits and
+    /// the region one of the three; [`StoreError::UnknownAudience`]; SQLite errors.
+    pub fn set_amazon_audience_id_in(
+        &mut self,
+        key: &str,
+        audience_id: &str,
+        region: Option<&str>,
+    ) -> Result<(), StoreError> {
         if !is_digits(audience_id) || audience_id.len() > 40 {
             return Err(invalid("audience_id", "must be 1-40 ASCII digits"));
         }
+        if region.is_some_and(|r| !matches!(r, "NA" | "EU" | "FE")) {
+            return Err(invalid("audience_region", "must be NA, EU or FE"));
+        }
         let n = self.conn.execute(
-            "UPDATE audiences SET audience_id = ?2 WHERE key = ?1",
-            params![key, audience_id],
+            "UPDATE audiences SET audience_id = ?2, audience_region = ?3 WHERE key = ?1",
+            params![key, audience_id, region],
         )?;
         if n == 0 {
             return Err(StoreError::UnknownAudience {
@@ -842,7 +883,7 @@ impl Store {
     /// [`StoreError::UnknownAudience`], SQLite errors.
     pub fn clear_amazon_audience_id(&mut self, key: &str) -> Result<(), StoreError> {
         let n = self.conn.execute(
-            "UPDATE audiences SET audience_id = NULL WHERE key = ?1",
+            "UPDATE audiences SET audience_id = NULL, audience_region = NULL WHERE key = ?1",
             params![key],
         )?;
         if n == 0 {
@@ -879,27 +920,55 @@ impl Store {
         Ok(out)
     }
 
-    /// Dead letters matching `filter`, by increasing id.
+    /// When the change that has waited longest was queued or last updated
+    /// (ms since the epoch): per audience the head of its queue (`seq` order,
+    /// the `pending_fifo` index), the oldest of those. `None` when nothing is
+    /// pending. O(audiences).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn oldest_pending_ms(&self) -> Result<Option<i64>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT min((SELECT p.updated_at FROM pending p WHERE p.audience = a.id
+                         ORDER BY p.seq LIMIT 1))
+             FROM audiences a",
+        )?;
+        Ok(st.query_row([], |r| r.get::<_, Option<i64>>(0))?)
+    }
+
+    /// Dead letters matching `filter`, by increasing id (decreasing with
+    /// [`DeadLetterFilter::newest_first`]).
     ///
     /// # Errors
     /// SQLite errors; [`StoreError::CorruptJson`] for an undecodable payload.
     pub fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, StoreError> {
-        let mut st = self.conn.prepare_cached(
+        let mut st = self.conn.prepare_cached(if filter.newest_first {
             "SELECT id, source, reason, message, payload, created_at, retried
              FROM dead_letters
              WHERE id > ?1
                AND (?2 IS NULL OR reason = ?2)
                AND (?3 IS NULL OR source = ?3)
                AND (?4 IS NULL OR retried = ?4)
-             ORDER BY id LIMIT ?5",
-        )?;
+               AND (?6 IS NULL OR json_extract(payload, '$.audienceKey') = ?6)
+             ORDER BY id DESC LIMIT ?5"
+        } else {
+            "SELECT id, source, reason, message, payload, created_at, retried
+             FROM dead_letters
+             WHERE id > ?1
+               AND (?2 IS NULL OR reason = ?2)
+               AND (?3 IS NULL OR source = ?3)
+               AND (?4 IS NULL OR retried = ?4)
+               AND (?6 IS NULL OR json_extract(payload, '$.audienceKey') = ?6)
+             ORDER BY id LIMIT ?5"
+        })?;
         let rows = st.query_map(
             params![
                 filter.after_id,
                 filter.reason,
                 filter.source.map(DeadLetterSource::as_str),
                 filter.retried,
-                filter.limit
+                filter.limit,
+                filter.audience
             ],
             |r| {
                 Ok((
@@ -1019,7 +1088,8 @@ impl Store {
 
 const AUDIENCE_SELECT: &str =
     "SELECT id, key, audience_id, country_code, description, advertiser_id,
-    connection_id, external_audience_id, ttl_secs, cpm_cents, currency, created_at FROM audiences";
+    connection_id, external_audience_id, ttl_secs, cpm_cents, currency, created_at,
+    audience_region FROM audiences";
 
 fn audience_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Audience> {
     let advertiser: Option<String> = r.get(5)?;
@@ -1040,6 +1110,7 @@ fn audience_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Audience> {
         cpm_cents: r.get(9)?,
         currency: r.get(10)?,
         created_at_ms: r.get(11)?,
+        audience_region: r.get(12)?,
     })
 }
 

@@ -120,6 +120,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX job_records_job ON job_records (job);
     "#,
+    // 3: the region an `audience_id` belongs to (an Amazon audience exists in
+    // one region only; NULL: recorded before regions were tracked, or set by
+    // hand with `audiences set-id` — valid in whichever region is active).
+    r#"
+    ALTER TABLE audiences ADD COLUMN audience_region TEXT
+        CHECK (audience_region IS NULL OR audience_region IN ('NA', 'EU', 'FE'));
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -121,12 +121,31 @@ pub struct AudienceSync {
     pub last_upload_ms: Option<i64>,
 }
 
+/// How many errors [`SyncStatus::recent_errors`] keeps.
+pub const RECENT_ERRORS: usize = 20;
+
+/// One upload or job-poll error, for the dashboard's error list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentError {
+    /// When it happened, ms since the epoch.
+    pub at_ms: i64,
+    /// The local audience key, when the error concerned one audience.
+    pub audience: Option<String>,
+    /// Reason code and Amazon's message (no secrets, no PII).
+    pub message: String,
+}
+
 /// What the engine publishes (in memory and in `sync.json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncStatus {
     /// Credentials state.
     pub auth: AuthState,
+    /// Uploads paused by the user ([`SyncHandle::set_paused`]): no upload
+    /// rounds; intake, queueing and job polling go on.
+    #[serde(default)]
+    pub paused: bool,
     /// Last round that uploaded something, ms since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_upload_ms: Option<i64>,
@@ -138,6 +157,26 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     /// Per audience key.
     pub audiences: BTreeMap<String, AudienceSync>,
+    /// The last [`RECENT_ERRORS`] errors, oldest first.
+    #[serde(default)]
+    pub recent_errors: Vec<RecentError>,
+}
+
+impl SyncStatus {
+    /// Sets `last_error` and appends to `recent_errors` (keeping the last
+    /// [`RECENT_ERRORS`]).
+    fn note_error(&mut self, audience: Option<&str>, message: String) {
+        if self.recent_errors.len() >= RECENT_ERRORS {
+            let excess = self.recent_errors.len() + 1 - RECENT_ERRORS;
+            self.recent_errors.drain(..excess);
+        }
+        self.recent_errors.push(RecentError {
+            at_ms: now_ms(),
+            audience: audience.map(str::to_string),
+            message: message.clone(),
+        });
+        self.last_error = Some(message);
+    }
 }
 
 /// Signals "a batch has filled" from the intake to the engine.
@@ -171,10 +210,13 @@ impl UploadTrigger {
     }
 }
 
-/// Cheap handle to a running engine: flush on demand, read status.
+/// Cheap handle to a running engine: flush on demand, pause, read status.
 #[derive(Clone, Debug)]
 pub struct SyncHandle {
+    interval_ms: Arc<AtomicU64>,
+    reschedule: Arc<Notify>,
     force: Arc<std::sync::atomic::AtomicBool>,
+    reload: Arc<std::sync::atomic::AtomicBool>,
     wake: Arc<Notify>,
     poll: Arc<Notify>,
     status: Arc<Mutex<SyncStatus>>,
@@ -185,6 +227,16 @@ impl SyncHandle {
     /// Asks for an upload round now, including audiences that are backing
     /// off after errors (a manual flush means "try again now").
     pub fn flush(&self) {
+        self.force.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Tells the engine the credentials changed (login, logout, region
+    /// switch): the next round reloads them through the client loader even
+    /// when uploads are not blocked, and switches to `no_credentials` when
+    /// there are none any more. Wakes the engine.
+    pub fn reload_credentials(&self) {
+        self.reload.store(true, Ordering::Release);
         self.force.store(true, Ordering::Release);
         self.wake.notify_one();
     }
@@ -205,6 +257,44 @@ impl SyncHandle {
     /// Rounds completed since start (a flush waits for this to increase).
     pub fn rounds(&self) -> u64 {
         self.rounds.load(Ordering::Acquire)
+    }
+
+    /// Pauses (`true`) or resumes (`false`) uploads at once. Paused: no
+    /// upload round starts (a round in progress finishes its current
+    /// audience); intake and the queue go on, and accepted jobs are still
+    /// polled. Resuming starts a round now so the backlog leaves at once.
+    /// Not persisted here: the agent keeps it in `settings.json`.
+    pub fn set_paused(&self, paused: bool) {
+        let was = {
+            let mut s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::replace(&mut s.paused, paused)
+        };
+        if was && !paused {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether uploads are paused.
+    pub fn is_paused(&self) -> bool {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .paused
+    }
+
+    /// The time between scheduled rounds.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.load(Ordering::Acquire))
+    }
+
+    /// Changes the time between scheduled rounds at once: the next round is
+    /// due `interval` after the last one (now, if that is past).
+    pub fn set_interval(&self, interval: Duration) {
+        let ms = u64::try_from(interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.interval_ms.store(ms, Ordering::Release);
+        self.reschedule.notify_one();
     }
 }
 
@@ -233,6 +323,8 @@ pub struct SyncEngine {
     loaded_fingerprint: Mutex<Option<String>>,
     /// A manual flush uploads audiences that are backing off too.
     force: Arc<std::sync::atomic::AtomicBool>,
+    /// Set by [`SyncHandle::reload_credentials`].
+    reload: Arc<std::sync::atomic::AtomicBool>,
     writer: WriterHandle,
     opts: SyncOptions,
     status: Arc<Mutex<SyncStatus>>,
@@ -243,6 +335,10 @@ pub struct SyncEngine {
     rounds: Arc<AtomicU64>,
     /// Read-only connection for reading pending pages (opened on first use).
     reader: Arc<Mutex<Option<Store>>>,
+    /// Time between scheduled rounds, ms ([`SyncHandle::set_interval`]).
+    interval_ms: Arc<AtomicU64>,
+    /// Wakes the loop to recompute the next round after an interval change.
+    reschedule: Arc<Notify>,
 }
 
 fn now_ms() -> i64 {
@@ -326,28 +422,49 @@ impl SyncEngine {
             .clone()
     }
 
-    /// When blocked on credentials, reloads them if they changed.
+    /// Reloads the credentials when uploads are blocked on them, or when
+    /// [`SyncHandle::reload_credentials`] asked (login, logout, region
+    /// switch); switches client when the fingerprint changed.
     fn reload_credentials(&self) {
+        let forced = self.reload.swap(false, Ordering::AcqRel);
         let blocked = self.with_status(|s| s.auth != AuthState::Ok);
         let Some(loader) = &self.loader else { return };
-        if !blocked {
+        if !blocked && !forced {
             return;
         }
-        let Some((fp, client)) = loader() else { return };
+        let loaded = loader();
         let mut current = self
             .loaded_fingerprint
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let Some((fp, client)) = loaded else {
+            if forced && current.is_some() {
+                *current = None;
+                *self.client.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                self.with_status(|s| {
+                    s.auth = AuthState::NoCredentials;
+                    s.last_error = None;
+                });
+                tracing::info!(
+                    "Amazon credentials removed or not valid in this region; uploads wait for a login"
+                );
+            }
+            return;
+        };
         if current.as_deref() == Some(fp.as_str()) {
             return;
         }
         *current = Some(fp);
+        let region = client.region();
         *self.client.lock().unwrap_or_else(PoisonError::into_inner) = Some(client);
         self.with_status(|s| {
             s.auth = AuthState::Ok;
             s.last_error = None;
         });
-        tracing::info!("new Amazon credentials loaded; uploads resume");
+        tracing::info!(
+            region = region.as_str(),
+            "Amazon credentials loaded; uploads resume"
+        );
     }
 
     /// A new engine. `client` is `None` when no credentials are configured
@@ -365,11 +482,15 @@ impl SyncEngine {
         } else {
             AuthState::NoCredentials
         };
+        let interval_ms = u64::try_from(opts.interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         SyncEngine {
             client: Mutex::new(client),
             loader: None,
             loaded_fingerprint: Mutex::new(None),
             force: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            reload: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             writer,
             opts,
             status: Arc::new(Mutex::new(SyncStatus {
@@ -382,18 +503,28 @@ impl SyncEngine {
             state_file,
             rounds: Arc::new(AtomicU64::new(0)),
             reader: Arc::new(Mutex::new(None)),
+            interval_ms: Arc::new(AtomicU64::new(interval_ms)),
+            reschedule: Arc::new(Notify::new()),
         }
     }
 
     /// A handle for flushing and reading status.
     pub fn handle(&self) -> SyncHandle {
         SyncHandle {
+            interval_ms: self.interval_ms.clone(),
+            reschedule: self.reschedule.clone(),
             force: self.force.clone(),
+            reload: self.reload.clone(),
             wake: self.wake.clone(),
             poll: self.poll.clone(),
             status: self.status.clone(),
             rounds: self.rounds.clone(),
         }
+    }
+
+    /// The current time between scheduled rounds.
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.load(Ordering::Acquire))
     }
 
     fn with_status<R>(&self, f: impl FnOnce(&mut SyncStatus) -> R) -> R {
@@ -430,6 +561,7 @@ impl SyncEngine {
         let start = tokio::time::Instant::now();
         let mut next_round = start;
         let mut next_poll = start;
+        let mut last_round = start;
         loop {
             let wake_at = next_round.min(next_poll);
             let trigger = self.trigger.clone();
@@ -445,12 +577,16 @@ impl SyncEngine {
                 () = self.wake.notified() => next_round = tokio::time::Instant::now(),
                 () = self.poll.notified() => next_poll = tokio::time::Instant::now(),
                 () = fired => next_round = tokio::time::Instant::now(),
+                () = self.reschedule.notified() => {
+                    next_round = last_round + self.interval();
+                }
             }
             if *shutdown.borrow() {
                 break;
             }
             let now = tokio::time::Instant::now();
             if now >= next_round {
+                last_round = now;
                 let report = self.upload_round().await;
                 if report.uploaded > 0 || report.requests > 0 {
                     tracing::info!(
@@ -470,7 +606,7 @@ impl SyncEngine {
                         .filter_map(|a| a.backoff_until_ms)
                         .min()
                 });
-                let mut next = now + self.opts.interval;
+                let mut next = now + self.interval();
                 if let Some(until) = soonest_backoff {
                     let wait = Duration::from_millis(
                         u64::try_from((until - now_ms()).max(0)).unwrap_or(0),
@@ -488,7 +624,7 @@ impl SyncEngine {
                     next_poll = tokio::time::Instant::now() + poll_every;
                     poll_every = (poll_every * 2).min(self.opts.poll_max);
                 } else {
-                    next_poll = tokio::time::Instant::now() + self.opts.interval;
+                    next_poll = tokio::time::Instant::now() + self.interval();
                     poll_every = self.opts.poll_initial;
                 }
             }
@@ -514,15 +650,25 @@ impl SyncEngine {
         if self.with_status(|s| s.auth == AuthState::NeedsLogin) {
             return report;
         }
+        // Paused by the user: nothing is uploaded (credentials were still
+        // reloaded above; the queue keeps everything).
+        if self.with_status(|s| s.paused) {
+            return report;
+        }
         let audiences = match self.store(|s| s.audiences()).await {
             Ok(a) => a,
             Err(e) => {
-                self.with_status(|s| s.last_error = Some(format!("database: {e}")));
+                self.with_status(|s| s.note_error(None, format!("database: {e}")));
                 return report;
             }
         };
         let now = now_ms();
         for a in audiences {
+            // Paused (SyncHandle::set_paused) mid-round: stop after the
+            // current audience.
+            if self.with_status(|s| s.paused) {
+                break;
+            }
             let in_backoff = self.with_status(|s| {
                 s.audiences
                     .get(&a.key)
@@ -544,7 +690,7 @@ impl SyncEngine {
                     tracing::warn!(audience = %a.key, "uploads paused: {msg}");
                     self.with_status(|s| {
                         s.auth = state;
-                        s.last_error = Some(msg);
+                        s.note_error(Some(&a.key), msg);
                     });
                     report.audiences_failed += 1;
                     break;
@@ -563,7 +709,7 @@ impl SyncEngine {
                         };
                         e.backoff_until_ms = Some(now_ms() + ms(wait));
                         e.last_error = Some(msg.clone());
-                        s.last_error = Some(format!("{}: {msg}", a.key));
+                        s.note_error(Some(&a.key), format!("{}: {msg}", a.key));
                     });
                     tracing::warn!(audience = %a.key, error = %msg, "upload failed; backing off");
                 }
@@ -605,8 +751,13 @@ impl SyncEngine {
         a: &Audience,
         report: &mut RoundReport,
     ) -> Result<Digits, Stop> {
-        if let Some(id) = a.audience_id.as_deref().and_then(Digits::parse) {
+        let region = client.region().as_str();
+        if let Some(id) = a.audience_id_in(region).and_then(Digits::parse) {
             return Ok(id);
+        }
+        if let Some(old) = &a.audience_id {
+            tracing::info!(audience = %a.key, old_audience_id = %old, region,
+                "the audience's Amazon id belongs to another region; creating it in this region");
         }
         let target = match &a.target {
             Target::AdvertiserId(id) => match Digits::parse(id) {
@@ -649,7 +800,7 @@ impl SyncEngine {
         let created = client.create_audience(&req).await.map_err(Self::classify)?;
         let key = a.key.clone();
         let id = created.audience_id.as_str().to_string();
-        self.store(move |s| s.set_amazon_audience_id(&key, &id))
+        self.store(move |s| s.set_amazon_audience_id_in(&key, &id, Some(region)))
             .await
             .map_err(|e| Stop::Audience(format!("database: {e}"), Wait::Backoff))?;
         report.audiences_created += 1;
@@ -945,7 +1096,7 @@ impl SyncEngine {
                     if let Stop::Auth(state, msg) = Self::classify(e.clone()) {
                         self.with_status(|s| {
                             s.auth = state;
-                            s.last_error = Some(msg);
+                            s.note_error(Some(&job.audience_key), msg);
                         });
                         break;
                     }
@@ -1003,6 +1154,26 @@ mod tests {
             let exp = i.saturating_mul(1 << (f - 1)).min(m);
             assert!(d >= exp / 2 && d <= exp, "{f}: {d:?} vs {exp:?}");
         }
+    }
+
+    #[test]
+    fn recent_errors_keep_the_last_twenty_oldest_first() {
+        let mut s = SyncStatus::default();
+        for i in 0..25 {
+            s.note_error(Some("vip"), format!("e{i}"));
+        }
+        assert_eq!(s.recent_errors.len(), RECENT_ERRORS);
+        assert_eq!(s.recent_errors[0].message, "e5");
+        assert_eq!(s.recent_errors[19].message, "e24");
+        assert_eq!(s.last_error.as_deref(), Some("e24"));
+        assert_eq!(s.recent_errors[0].audience.as_deref(), Some("vip"));
+    }
+
+    #[test]
+    fn old_sync_json_without_the_new_fields_still_parses() {
+        let s: SyncStatus = serde_json::from_str(r#"{"auth":"ok","audiences":{}}"#).unwrap();
+        assert!(!s.paused);
+        assert!(s.recent_errors.is_empty());
     }
 
     #[test]

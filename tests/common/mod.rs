@@ -64,8 +64,51 @@ pub fn amc(data: &Path) -> Command {
         .env_remove("AMC_SYNC_CLIENT_SECRET")
         .env_remove("AMC_SYNC_REFRESH_TOKEN")
         .env("HOME", data)
+        // Never touch a developer's real keychain from tests; the keychain
+        // path has its own test (tests/login_flow.rs, under dbus-run-session).
+        .env("AMC_SYNC_SECRET_STORE", "file")
         .env("AMC_SYNC_DATA_DIR", data);
     c
+}
+
+/// Minimal HTTP/1.1 request; returns (status, headers lower-cased, body).
+pub fn http_full(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = TcpStream::connect(host).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let hs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, hs, body.to_string())
 }
 
 pub fn start_agent(data: &Path, base: &str) -> (Proc, String, String) {
