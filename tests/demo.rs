@@ -375,6 +375,7 @@ fn readme_mentions_only_real_commands() {
         "audiences set-id",
         "login",
         "logout",
+        "region",
         "sandbox",
         "normalize",
         "config check",

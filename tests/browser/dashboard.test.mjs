@@ -454,6 +454,23 @@ async function main() {
       return msg;
     });
 
+    await step('Dead letters: Retry all by reason (with confirmation)', async () => {
+      need('POST /api/dead-letters/retry', 'GET /api/dead-letters');
+      await page.selectOption('#dl-reason', 'no_identifiers');
+      await waitFor('retry-all enabled', async () => !(await page.locator('#dl-retry-reason').isDisabled()), 5000);
+      await page.locator('#dl-retry-reason').click();
+      await confirmDialog();
+      const msg = await waitFor('retry-all message', async () => {
+        const t = await text('#dl-msg');
+        if (/\[.*HTTP/.test(t)) throw new Error(t);
+        return /re-queued/.test(t) ? t : false;
+      }, 10000);
+      // Input errors keep no payload (raw PII is never stored): nothing can be re-queued.
+      assert(/^0 re-queued, 1 cannot be retried/.test(msg), `retry all said: ${msg}`);
+      await page.selectOption('#dl-reason', '');
+      return msg;
+    });
+
     // 5. Connection: region, logout, login.
     await step('Connection: region switch EU and back', async () => {
       need('GET /api/connection', 'GET /api/region');
