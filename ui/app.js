@@ -1076,6 +1076,11 @@ function wire() {
     }
   });
 
+  // Clicking the current view's tab reloads it (no hashchange fires then).
+  $('nav').addEventListener('click', (e) => {
+    const a = e.target.closest('a[data-view]');
+    if (a && a.dataset.view === currentView && location.hash === `#/${currentView}`) loadView(currentView);
+  });
   window.addEventListener('hashchange', () => {
     // A new #token=… (the tray re-opening the page) replaces the old token.
     if (location.hash.includes('token=')) start();

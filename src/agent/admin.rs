@@ -659,7 +659,10 @@ fn status_json(state: &AdminState, snap: &Snapshot, sync: &SyncStatus, now: i64)
     json!({
         "auth": sync.auth,
         "paused": sync.paused,
-        "region": state.info.region.as_str(),
+        // The live region: a login or `PUT /api/region` may have switched it.
+        "region": crate::agent::credentials::Connection::load(&state.data_dir)
+            .map_or(state.info.region, |c| c.active_region(state.info.region))
+            .as_str(),
         "lastUploadMs": sync.last_upload_ms,
         "nextUploadMs": if sync.paused { None } else { sync.next_upload_ms },
         "lastError": sync.last_error,

@@ -569,6 +569,51 @@ async function main() {
       return `${msg}; popup: ${popup ? callback : 'none opened'}`;
     });
 
+    await step('Connection: first login asks for client id + secret (GET /api/connection patched to clientId null)', async () => {
+      need('POST /api/login/start', 'POST /api/logout', 'GET /api/connection');
+      // A fresh install has no client id stored; simulate that view of the connection and check the
+      // form asks for both values and sends them with /api/login/start (the real agent then logs in).
+      await page.route('**/api/connection', async (route) => {
+        const res = await route.fetch();
+        const json = await res.json();
+        await route.fulfill({ response: res, json: { ...json, clientId: null } });
+      });
+      let startBody = null;
+      const onReq = (r) => {
+        if (r.url().endsWith('/api/login/start')) startBody = r.postDataJSON();
+      };
+      page.on('request', onReq);
+      try {
+        await nav('connection');
+        await page.locator('#client-fields').waitFor({ state: 'visible', timeout: 10000 });
+        assert(await page.locator('label[for="client-id-input"]').isVisible(), 'client id label not visible');
+        // Without the secret the form refuses to start.
+        await page.fill('#client-id-input', SB_CLIENT_ID);
+        await page.fill('#client-secret-input', '');
+        await page.locator(tid('login-button')).click();
+        const refusal = await text('#login-msg');
+        assert(/client secret/.test(refusal) && startBody === null, `no refusal without a secret: ${refusal}`);
+        await page.fill('#client-secret-input', SB_CLIENT_SECRET);
+        const popupP = context.waitForEvent('page', { timeout: 15000 }).catch(() => null);
+        await page.locator(tid('login-button')).click();
+        const popup = await popupP;
+        await waitFor('login result', async () => {
+          const t = await text('#login-msg');
+          if (/failed|\[.*\]/i.test(t)) throw new Error(t);
+          return /Logged in/.test(t);
+        }, 30000);
+        if (popup) await popup.close().catch(() => {});
+        assert(startBody && startBody.clientId === SB_CLIENT_ID && startBody.clientSecret === SB_CLIENT_SECRET,
+          `login/start body lacks the client id/secret: ${JSON.stringify(startBody && { ...startBody, clientSecret: startBody.clientSecret ? '…' : undefined })}`);
+        assert((await page.inputValue('#client-secret-input')) === '', 'the secret stays in the form after login/start');
+      } finally {
+        page.off('request', onReq);
+        await page.unroute('**/api/connection');
+      }
+      await nav('status');
+      await waitFor('status auth ok', async () => (await page.locator(tid('auth-state')).getAttribute('data-state')) === 'ok', 10000);
+    });
+
     // 6. Settings.
     await step('Settings: load, validate, save interval', async () => {
       need('GET /api/settings');
