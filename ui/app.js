@@ -333,7 +333,7 @@ function confirmAction(title, text, okLabel) {
 
 let currentView = 'status';
 
-function route() {
+function route(ev) {
   if (!token) return;
   const h = location.hash.replace(/^#\/?/, '');
   const view = VIEWS.includes(h) ? h : 'status';
@@ -343,7 +343,13 @@ function route() {
     if (a.dataset.view === view) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  document.title = `AMC Sync — ${$(`view-${view}`).querySelector('h1').textContent}`;
+  const h1 = $(`view-${view}`).querySelector('h1');
+  document.title = `AMC Sync — ${h1.textContent}`;
+  if (ev) {
+    // Moved by the user: put keyboard and screen-reader focus on the new view's heading.
+    h1.tabIndex = -1;
+    h1.focus({ preventScroll: true });
+  }
   loadView(view);
 }
 
@@ -361,6 +367,8 @@ let pollTimer = null;
 let pollDelay = POLL_MS;
 let polling = false;
 let inflight = false;
+let pollAgain = false;
+let lastRaw = '';
 let lastStatus = null;
 let lastSignature = '';
 
@@ -379,8 +387,14 @@ function stopPolling() {
 
 async function pollNow() {
   clearTimeout(pollTimer);
-  if (!polling || inflight) return;
+  if (!polling) return;
+  if (inflight) {
+    // An action asked for fresh numbers while a poll is out: poll again right after it.
+    pollAgain = true;
+    return;
+  }
   inflight = true;
+  pollAgain = false;
   try {
     const s = await api('GET', '/api/status');
     pollDelay = POLL_MS;
@@ -396,12 +410,16 @@ async function pollNow() {
   }
   inflight = false;
   if (polling && document.visibilityState === 'visible') {
-    pollTimer = setTimeout(pollNow, pollDelay);
+    pollTimer = setTimeout(pollNow, pollAgain ? 0 : pollDelay);
   }
 }
 
 function onStatus(s) {
   lastStatus = s;
+  // Unchanged status: leave the DOM alone (relative times are refreshed every 30 s).
+  const raw = JSON.stringify(s);
+  if (raw === lastRaw) return;
+  lastRaw = raw;
   renderStatus(s);
   // Refresh the list views when the numbers behind them change (at most once per poll).
   const auds = s.audiences || {};
@@ -723,6 +741,9 @@ function renderDeadLetters(r) {
   });
   $('dl-rows').replaceChildren(...rows);
   show($('dl-empty'), rows.length === 0);
+  const shown = $('dl-shown');
+  show(shown, dlItems.length >= 100);
+  shown.textContent = dlItems.length >= 100 ? `Showing the first ${fmtNum(dlItems.length)}; filter by reason to see others.` : '';
   $('dl-all').checked = false;
   updateRetrySelected();
 
@@ -1084,7 +1105,7 @@ function wire() {
   window.addEventListener('hashchange', () => {
     // A new #token=… (the tray re-opening the page) replaces the old token.
     if (location.hash.includes('token=')) start();
-    else route();
+    else route(true);
   });
   document.addEventListener('visibilitychange', () => {
     if (!token) return;
@@ -1110,6 +1131,8 @@ function start() {
   }
   show($('token-missing'), false);
   show($('nav'), true);
+  lastRaw = '';
+  lastSignature = '';
   if (!/^#\/?[a-z-]+$/.test(location.hash)) history.replaceState(null, '', location.pathname + location.search + '#/status');
   route();
   if (document.visibilityState === 'visible') startPolling();

@@ -14,9 +14,9 @@ mod status;
 mod tray;
 mod window;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tauri::{Manager, RunEvent, WindowEvent};
 
@@ -55,13 +55,12 @@ fn init_logging(dir: Option<&Path>) -> Option<tracing_appender::non_blocking::Wo
     }
 }
 
-fn main() -> ExitCode {
-    let opts = host::Options::parse(std::env::args().skip(1));
-    let data_dir = host::data_dir(&opts);
-    let _log_guard = init_logging(data_dir.as_deref().ok());
-    // Start (or attach to) the agent before the UI, so the window has a URL.
-    let (hosted, warnings) = match &data_dir {
-        Ok(dir) => match host::start(&opts, dir) {
+/// Starts (or attaches to) the agent and returns the state shared by the UI.
+/// Runs inside Tauri's setup, after the single-instance check, so a second
+/// launch never starts an agent of its own.
+fn start_agent(opts: &host::Options, data_dir: &Result<PathBuf, String>) -> Result<Shared, String> {
+    let (hosted, warnings) = match data_dir {
+        Ok(dir) => match host::start(opts, dir) {
             Ok((h, w)) => (Ok(h), w),
             Err(e) => (Err(e), Vec::new()),
         },
@@ -70,17 +69,29 @@ fn main() -> ExitCode {
     if let Err(e) = &hosted {
         tracing::error!(error = %e, "the agent could not start");
     }
-    let shared = match Shared::new(hosted, warnings) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
+    Shared::new(hosted, warnings)
+}
+
+/// Stops the in-process agent, if any, and waits for its thread.
+fn stop_agent(shared: Option<&Arc<Shared>>) {
+    if let Some(host::Hosted::InProcess(p)) = shared.and_then(|s| s.hosted.as_ref()) {
+        p.stop();
+        if let Some(t) = p.take_thread() {
+            let _ = t.join();
         }
-    };
-    let hidden = opts.hidden && shared.startup_error.is_none();
+    }
+}
+
+fn main() -> ExitCode {
+    let opts = host::Options::parse(std::env::args().skip(1));
+    let data_dir = host::data_dir(&opts);
+    let _log_guard = init_logging(data_dir.as_deref().ok());
+    // Filled by setup; read after the event loop ends to stop the agent.
+    let slot: Arc<OnceLock<Arc<Shared>>> = Arc::new(OnceLock::new());
+    let setup_slot = slot.clone();
     let app = tauri::Builder::default()
-        // First: a second launch only focuses this instance's window.
+        // First: a second launch only focuses this instance's window (and exits
+        // before its setup, so it never starts a second agent).
         .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
             window::show_dashboard(app);
         }))
@@ -89,14 +100,15 @@ fn main() -> ExitCode {
             Some(vec!["--hidden"]),
         ))
         .plugin(tauri_plugin_opener::init())
-        .manage(shared.clone())
         .setup(move |app| {
+            let shared = Arc::new(start_agent(&opts, &data_dir)?);
+            let _ = setup_slot.set(shared.clone());
+            app.manage(shared.clone());
             let handle = app.handle().clone();
-            let shared = app.state::<Arc<Shared>>().inner().clone();
             let menu = tray::build(&handle, &shared)?;
             app.manage::<TrayMenu>(menu);
             tray::spawn_agent_watcher(&handle, &shared);
-            if !hidden {
+            if !opts.hidden || shared.startup_error.is_some() {
                 window::show_dashboard(&handle);
             }
             tray::spawn_poller(handle);
@@ -104,7 +116,9 @@ fn main() -> ExitCode {
         })
         .on_window_event(|window, event| {
             if let WindowEvent::CloseRequested { api, .. } = event {
-                let shared = window.app_handle().state::<Arc<Shared>>().inner().clone();
+                let Some(shared) = window.app_handle().try_state::<Arc<Shared>>() else {
+                    return;
+                };
                 let keep_in_tray = shared.tray_ok.load(std::sync::atomic::Ordering::Acquire)
                     && shared.admin.is_some()
                     && !tray::is_quitting(&shared);
@@ -123,18 +137,15 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "cannot start the user interface");
             eprintln!("error: cannot start the user interface: {e}");
-            if let Some(host::Hosted::InProcess(p)) = &shared.hosted {
-                p.stop();
-                if let Some(t) = p.take_thread() {
-                    let _ = t.join();
-                }
-            }
+            stop_agent(slot.get());
             return ExitCode::from(1);
         }
     };
     let exit_code = app.run_return(|app, event| {
         if let RunEvent::ExitRequested { code, api, .. } = event {
-            let shared = app.state::<Arc<Shared>>().inner().clone();
+            let Some(shared) = app.try_state::<Arc<Shared>>() else {
+                return;
+            };
             if code.is_none() && shared.admin.is_some() && !tray::is_quitting(&shared) {
                 // Last window closed: stay in the tray.
                 api.prevent_exit();
@@ -146,11 +157,6 @@ fn main() -> ExitCode {
         }
     });
     // Normally the agent has stopped already; make sure before returning.
-    if let Some(host::Hosted::InProcess(p)) = &shared.hosted {
-        p.stop();
-        if let Some(t) = p.take_thread() {
-            let _ = t.join();
-        }
-    }
+    stop_agent(slot.get());
     ExitCode::from(u8::try_from(exit_code).unwrap_or(1))
 }

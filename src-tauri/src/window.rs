@@ -26,8 +26,9 @@ pub fn show_dashboard(app: &AppHandle) {
     }
     if let Err(e) = create(app) {
         tracing::error!(error = %e, "cannot open the dashboard window");
-        let shared = app.state::<Arc<Shared>>();
-        shared.notify(format!("Cannot open the dashboard: {e}"));
+        if let Some(shared) = app.try_state::<Arc<Shared>>() {
+            shared.notify(format!("Cannot open the dashboard: {e}"));
+        }
     }
 }
 
@@ -37,7 +38,11 @@ pub fn show_dashboard(app: &AppHandle) {
 /// # Errors
 /// The URL or the webview could not be created.
 pub fn create(app: &AppHandle) -> Result<(), String> {
-    let shared = app.state::<Arc<Shared>>().inner().clone();
+    let shared = app
+        .try_state::<Arc<Shared>>()
+        .ok_or("the app is still starting")?
+        .inner()
+        .clone();
     let url = match (&shared.admin, &shared.startup_error) {
         (Some(admin), _) => admin.dashboard_url(),
         (None, err) => error_page(err.as_deref().unwrap_or("the agent is not running")),

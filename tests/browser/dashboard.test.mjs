@@ -218,9 +218,18 @@ async function audienceCell(key, col) {
   return Number((await cell.textContent()).replace(/[^0-9]/g, ''));
 }
 
+const VIEW_API = { audiences: '/api/audiences', 'dead-letters': '/api/dead-letters', connection: '/api/connection', settings: '/api/settings' };
+
+// Opens a view and waits until the view's data has been fetched again (and rendered).
 async function nav(view) {
+  const api = VIEW_API[view];
+  const loaded = api ? page.waitForResponse((r) => new URL(r.url()).pathname === api, { timeout: 10000 }).catch(() => null) : null;
   await page.locator(tid(`nav-${view}`)).click();
   await page.waitForFunction((v) => location.hash === `#/${v}`, view);
+  if (loaded) {
+    await loaded;
+    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0))));
+  }
 }
 
 async function confirmDialog() {
@@ -250,7 +259,10 @@ async function main() {
   console.log(`agent ${AGENT}; dashboard served by ${servedBy}`);
   console.log('routes:', Object.entries(routeStatus).map(([r, s]) => `${r}=${s}`).join(', '));
 
-  const userDataDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'amc-sync-chromium-'));
+  // A fresh, empty profile: run.sh passes one inside its temp dir (removed even when the test is killed).
+  const userDataDir = process.env.CHROMIUM_PROFILE || (await fsp.mkdtemp(path.join(os.tmpdir(), 'amc-sync-chromium-')));
+  await fsp.mkdir(userDataDir, { recursive: true });
+  assert((await fsp.readdir(userDataDir)).length === 0, `the Chromium profile dir ${userDataDir} is not empty`);
   // Playwright takes the fresh profile dir as launchPersistentContext's userDataDir (it refuses
   // --user-data-dir in args) and passes it to Chromium as --user-data-dir.
   const context = await chromium.launchPersistentContext(userDataDir, {
@@ -584,6 +596,7 @@ async function main() {
       };
       page.on('request', onReq);
       try {
+        await nav('status');
         await nav('connection');
         await page.locator('#client-fields').waitFor({ state: 'visible', timeout: 10000 });
         assert(await page.locator('label[for="client-id-input"]').isVisible(), 'client id label not visible');
@@ -664,6 +677,22 @@ async function main() {
       assert(bg !== 'rgb(246, 247, 249)', `dark mode background unchanged: ${bg}`);
       await page.screenshot({ path: path.join(ART, 'status-dark.png'), fullPage: true });
       await page.emulateMedia({ colorScheme: 'light' });
+    });
+
+    await step('narrow tray window (420 px): no page-wide horizontal scrolling', async () => {
+      await page.setViewportSize({ width: 420, height: 800 });
+      const wide = [];
+      try {
+        for (const v of ['status', 'audiences', 'dead-letters', 'connection', 'settings']) {
+          await nav(v);
+          const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+          if (over > 1) wide.push(`${v} +${over}px`);
+          await page.screenshot({ path: path.join(ART, `narrow-${v}.png`), fullPage: true });
+        }
+      } finally {
+        await page.setViewportSize({ width: 1280, height: 900 });
+      }
+      assert(wide.length === 0, `views wider than the window: ${wide.join(', ')}`);
     });
 
     await step('polling: about one /api/status request per 2 s, no other requests while idle', async () => {

@@ -28,15 +28,16 @@ CFG="$WORK/config.toml"
 mkdir -p "$DATA" "$ART"
 SB_PID=""
 AGENT_PID=""
+NODE_PID=""
 
 cleanup() {
   local rc=$?
-  for pid in $AGENT_PID $SB_PID; do
+  for pid in $NODE_PID $AGENT_PID $SB_PID; do
     if kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null || true
     fi
   done
-  for pid in $AGENT_PID $SB_PID; do
+  for pid in $NODE_PID $AGENT_PID $SB_PID; do
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -118,8 +119,11 @@ WRITE_KEY=$(json_get "$DATA/agent.json" writeKey)
 echo "run.sh: sandbox $SB_URL, agent $AGENT_URL, data dir $DATA"
 
 # 5. The browser test.
+#    In the background + `wait`, so a signal to this script runs the cleanup at once.
 cd "$HERE"
 AGENT_URL="$AGENT_URL" ADMIN_TOKEN="$ADMIN_TOKEN" WRITE_KEY="$WRITE_KEY" SANDBOX_URL="$SB_URL" \
   SANDBOX_CLIENT_ID="$SB_CLIENT_ID" SANDBOX_CLIENT_SECRET="$SB_CLIENT_SECRET" \
-  UI_DIR="$ROOT/ui" ARTIFACTS="$ART" CHROMIUM="$CHROMIUM" AGENT_LOG="$WORK/agent.err" \
-  node "$HERE/dashboard.test.mjs"
+  UI_DIR="$ROOT/ui" ARTIFACTS="$ART" CHROMIUM="$CHROMIUM" CHROMIUM_PROFILE="$WORK/chromium-profile" \
+  node "$HERE/dashboard.test.mjs" &
+NODE_PID=$!
+wait "$NODE_PID"
