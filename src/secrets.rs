@@ -222,6 +222,18 @@ impl FileStore {
         }
     }
 
+    /// For writers: a corrupt file is unreadable anyway, so it is replaced
+    /// (a new login or a logout must be able to repair it).
+    fn read_or_reset(&self) -> Result<FileContents, SecretError> {
+        match self.read() {
+            Err(SecretError::Corrupt { .. }) => {
+                tracing::warn!(file = %self.path.display(), "replacing an unreadable secrets file");
+                Ok(FileContents::default())
+            }
+            other => other,
+        }
+    }
+
     fn write(&self, c: &FileContents) -> Result<(), SecretError> {
         if c.secrets.is_empty() {
             return match std::fs::remove_file(&self.path) {
@@ -264,7 +276,7 @@ impl SecretStore for FileStore {
             .lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut c = self.read()?;
+        let mut c = self.read_or_reset()?;
         c.secrets
             .insert(name.to_string(), value.expose().to_string());
         self.write(&c)
@@ -275,7 +287,7 @@ impl SecretStore for FileStore {
             .lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut c = self.read()?;
+        let mut c = self.read_or_reset()?;
         let had = c.secrets.remove(name).is_some();
         if had {
             self.write(&c)?;
@@ -427,6 +439,16 @@ mod tests {
         std::fs::write(dir.path().join(SECRETS_FILE), "{\"secrets\": canary-x").unwrap();
         let e = FileStore::new(dir.path()).get("a").unwrap_err().to_string();
         assert!(!e.contains("canary"), "{e}");
+    }
+
+    #[test]
+    fn corrupt_secrets_file_is_replaced_by_a_write_and_removed_by_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::new(dir.path());
+        std::fs::write(s.path(), "{\"secrets\": {").unwrap();
+        assert!(!s.delete("client_secret").unwrap());
+        s.set("client_secret", &Secret::new("x")).unwrap();
+        assert_eq!(s.get("client_secret").unwrap().unwrap().expose(), "x");
     }
 
     #[test]

@@ -186,10 +186,19 @@ fn login_through_the_agent_lists_profiles_stores_secrets_and_uploads_resume() {
     );
     assert_eq!(received_users(&sb.base).len(), 20);
 
-    // Replaying the callback (same state and code) is refused.
+    // Replaying the callback (same state and code) is refused...
     let (s, _, page) = http_full("GET", &callback, &[], "");
     assert_eq!(s, 400);
     assert!(page.contains("wrong or reused state"), "{page}");
+    // ...and does not turn the finished login into an error (regression:
+    // replayed_callback_after_success_kept_the_ok_outcome).
+    let (_, v) = api(
+        "GET",
+        &format!("{url}/api/login/status?state={state}"),
+        &token,
+        "",
+    );
+    assert_eq!(v["state"], "ok", "{v}");
 
     // Logout through the admin API: secrets gone, uploads wait, queue kept.
     let (s, v) = api("POST", &format!("{url}/api/logout"), &token, "");
@@ -459,6 +468,168 @@ fn region_switch_keeps_the_queue_and_needs_a_login_in_the_new_region() {
     assert_eq!(v["state"], "ok", "{v}");
 }
 
+#[test]
+fn logout_cancels_a_pending_login_and_a_callback_without_code_keeps_it_pending() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_agent, url, _key) = start_agent(dir.path(), &sb.base);
+    let token = admin_token(dir.path());
+    let (auth, state) = start_login(&url, &token, &sb, None);
+    // A callback with the right state but no code is not Amazon's answer.
+    let (s, _, page) = http_full(
+        "GET",
+        &format!("{url}/api/login/callback?state={state}"),
+        &[],
+        "",
+    );
+    assert_eq!(s, 400);
+    assert!(page.contains("no authorization code"), "{page}");
+    let (_, v) = api(
+        "GET",
+        &format!("{url}/api/login/status?state={state}"),
+        &token,
+        "",
+    );
+    assert_eq!(v["state"], "pending", "{v}");
+    // Logout cancels it: completing the consent afterwards stores nothing.
+    let (s, _) = api("POST", &format!("{url}/api/logout"), &token, "");
+    assert_eq!(s, 200);
+    let (_, v) = api(
+        "GET",
+        &format!("{url}/api/login/status?state={state}"),
+        &token,
+        "",
+    );
+    assert_eq!(v["code"], "login_cancelled", "{v}");
+    let (s, page, _) = browser(&auth);
+    assert_eq!(s, 400, "{page}");
+    assert!(!dir.path().join("credentials.json").exists());
+    let (_, v) = api("GET", &format!("{url}/api/connection"), &token, "");
+    assert_eq!(v["state"], "no_credentials", "{v}");
+    let (s, v) = api(
+        "GET",
+        &format!("{url}/api/login/status?state=never"),
+        &token,
+        "",
+    );
+    assert_eq!((s, v["code"].as_str()), (404, Some("not_found")), "{v}");
+}
+
+#[test]
+fn corrupt_connection_file_does_not_stop_the_agent_and_a_login_repairs_it() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("connection.json"),
+        "{\"region\":\"NA\",\"regions\":{",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("credentials.json"), "{\"secrets\":").expect("write");
+    let (_agent, url, key) = start_agent(dir.path(), &sb.base);
+    let (s, _) = http(
+        "POST",
+        &format!("{url}/v1/batch"),
+        Some(&basic(&key)),
+        &batch(0..2, "c_"),
+    );
+    assert_eq!(s, 200, "intake runs");
+    let token = admin_token(dir.path());
+    let (s, v) = api("GET", &format!("{url}/api/connection"), &token, "");
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("unreadable")),
+        "{v}"
+    );
+    let (auth, _) = start_login(&url, &token, &sb, None);
+    assert_eq!(browser(&auth).0, 200);
+    let (_, v) = api("GET", &format!("{url}/api/connection"), &token, "");
+    assert_eq!(v["state"], "ok", "{v}");
+    assert!(v["problem"].is_null(), "{v}");
+    assert!(
+        amc(dir.path())
+            .args(["flush", "--wait"])
+            .status()
+            .expect("flush")
+            .success()
+    );
+    assert_eq!(received_users(&sb.base).len(), 2);
+}
+
+#[test]
+fn redirect_uri_on_another_port_than_the_agent_is_refused_at_login_start() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "redirect_uri = \"http://127.0.0.1:9/api/login/callback\"\n",
+    )
+    .expect("config");
+    let child = amc(dir.path())
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-drop-folder",
+            "--api-base-url",
+            &sb.base,
+            "--config",
+        ])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent");
+    let _agent = common::Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        let v: serde_json::Value = std::fs::read(dir.path().join("agent.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if let Some(u) = v["listenUrl"].as_str() {
+            break u.to_string();
+        }
+        assert!(Instant::now() < deadline, "agent did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let token = admin_token(dir.path());
+    let body = serde_json::json!({"clientId": sb.creds[0].1, "clientSecret": sb.creds[1].1});
+    let (s, v) = api(
+        "POST",
+        &format!("{url}/api/login/start"),
+        &token,
+        &body.to_string(),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not point at this agent")),
+        "{v}"
+    );
+}
+
+#[test]
+fn wrong_client_secret_is_reported_as_such_not_as_a_refresh_token_problem() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = amc(dir.path())
+        .env("AMC_SYNC_CLIENT_ID", &sb.creds[0].1)
+        .env("AMC_SYNC_CLIENT_SECRET", "WRONG-secret")
+        .env("AMC_SYNC_REFRESH_TOKEN", &sb.creds[2].1)
+        .args(["login", "--from-env", "--api-base-url", &sb.base])
+        .output()
+        .expect("login");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("client id or client secret"), "{err}");
+    assert!(!err.contains("refresh token was rejected"), "{err}");
+    assert!(!err.contains("WRONG-secret"), "{err}");
+}
+
 /// `amc-sync login` with no agent: it listens on the redirect URI itself.
 #[test]
 fn cli_login_without_an_agent_completes_on_its_own_loopback_listener() {
@@ -499,6 +670,15 @@ fn cli_login_without_an_agent_completes_on_its_own_loopback_listener() {
         }
         assert!(Instant::now() < deadline, "no URL printed");
     };
+    // A stray request to the callback (an old tab) does not abort the login
+    // (regression: stray_callback_aborted_the_cli_login).
+    let (s, _, _) = http_full(
+        "GET",
+        &format!("http://127.0.0.1:{port}/callback?code=x&state=bad"),
+        &[],
+        "",
+    );
+    assert_eq!(s, 400);
     let (s, page, callback) = browser(&url);
     assert!(callback.starts_with(&format!("http://127.0.0.1:{port}/callback?")));
     assert_eq!(s, 200, "{page}");
@@ -535,7 +715,7 @@ fn cli_login_without_an_agent_completes_on_its_own_loopback_listener() {
         .expect("status");
     let text = String::from_utf8_lossy(&st.stdout);
     assert!(
-        text.contains("logged in (NA: NA)   secrets: file"),
+        text.contains("region NA, logged in to NA   secrets: file"),
         "{text}"
     );
     assert_no_secret_in(dir.path(), &[&sb.creds[1].1]);

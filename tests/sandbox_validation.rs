@@ -416,7 +416,25 @@ async fn authorization_code_grant_with_pkce() {
     let r = grant(verifier.clone()).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["refresh_token"].as_str(), Some(sb.refresh_token()));
+    // Each consent yields its own refresh token (revocable alone), which refreshes.
+    let issued = v["refresh_token"].as_str().unwrap().to_string();
+    assert!(
+        issued.starts_with("Atzr|") && issued != sb.refresh_token(),
+        "{issued}"
+    );
+    let r = http
+        .post(sb.token_url())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "grant_type=refresh_token&refresh_token={}&client_id={}&client_secret={}",
+            issued.replace('|', "%7C"),
+            sb.client_id(),
+            sb.client_secret()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     // Single use.
     let r = grant(verifier).await.unwrap();
     assert_eq!(r.status().as_u16(), 400);

@@ -656,13 +656,20 @@ fn status_json(state: &AdminState, snap: &Snapshot, sync: &SyncStatus, now: i64)
             json!({"hourMs": h, "records": snap.by_hour.get(&h).copied().unwrap_or(0)})
         })
         .collect();
+    let conn = crate::agent::credentials::Connection::load(&state.data_dir).unwrap_or_default();
+    // Logged in elsewhere but not in the active region: that needs a login,
+    // as GET /api/connection says.
+    let auth = match sync.auth {
+        crate::sync::engine::AuthState::NoCredentials if !conn.regions.is_empty() => {
+            crate::sync::engine::AuthState::NeedsLogin
+        }
+        a => a,
+    };
     json!({
-        "auth": sync.auth,
+        "auth": auth,
         "paused": sync.paused,
         // The live region: a login or `PUT /api/region` may have switched it.
-        "region": crate::agent::credentials::Connection::load(&state.data_dir)
-            .map_or(state.info.region, |c| c.active_region(state.info.region))
-            .as_str(),
+        "region": conn.active_region(state.info.region).as_str(),
         "lastUploadMs": sync.last_upload_ms,
         "nextUploadMs": if sync.paused { None } else { sync.next_upload_ms },
         "lastError": sync.last_error,

@@ -165,6 +165,22 @@ impl Connection {
         }
     }
 
+    /// For writers (login, logout, region switch): like [`Connection::load`],
+    /// but an unreadable file is replaced by an empty connection (with a
+    /// warning) instead of blocking the repair.
+    ///
+    /// # Errors
+    /// I/O failure other than a corrupt file.
+    pub fn load_or_reset(data_dir: &Path) -> Result<Connection, CredentialsError> {
+        match Connection::load(data_dir) {
+            Err(CredentialsError::Corrupt { path }) => {
+                tracing::warn!(file = %path.display(), "replacing an unreadable connection file");
+                Ok(Connection::default())
+            }
+            other => other,
+        }
+    }
+
     /// Writes `<data_dir>/connection.json` atomically, mode 0600.
     ///
     /// # Errors
@@ -254,12 +270,24 @@ pub fn load(data_dir: &Path, default_region: Region) -> Result<Option<Loaded>, C
 ///
 /// # Errors
 /// The secret store failed.
+/// An unreadable connection or secrets file counts as "none stored" (the
+/// next login replaces it).
+///
+/// # Errors
+/// The secret store failed (other than a corrupt fallback file).
 pub fn stored_client(data_dir: &Path) -> Result<Option<(String, Secret)>, CredentialsError> {
-    let conn = Connection::load(data_dir)?;
+    let conn = match Connection::load(data_dir) {
+        Err(CredentialsError::Corrupt { .. }) => return Ok(None),
+        other => other?,
+    };
     let (Some(id), Some(store)) = (conn.client_id.clone(), conn.store(data_dir)) else {
         return Ok(None);
     };
-    Ok(store.get(CLIENT_SECRET)?.map(|s| (id, s)))
+    match store.get(CLIENT_SECRET) {
+        Ok(s) => Ok(s.map(|s| (id, s))),
+        Err(SecretError::Corrupt { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A completed login to save.
@@ -285,7 +313,7 @@ pub fn save_login(
     login: &NewLogin<'_>,
     choice: SecretChoice,
 ) -> Result<Connection, CredentialsError> {
-    let mut conn = Connection::load(data_dir)?;
+    let mut conn = Connection::load_or_reset(data_dir)?;
     // Reuse the backend already holding this install's secrets, so tokens of
     // other regions stay reachable; else choose.
     let (store, warning) = match conn.secret_store {
@@ -350,7 +378,7 @@ pub struct LogoutOutcome {
 /// # Errors
 /// The secret store or the file failed.
 pub fn logout(data_dir: &Path) -> Result<LogoutOutcome, CredentialsError> {
-    let mut conn = Connection::load(data_dir)?;
+    let mut conn = Connection::load_or_reset(data_dir)?;
     let mut removed = 0;
     let mut stores: Vec<Box<dyn SecretStore>> = vec![Box::new(secrets::FileStore::new(data_dir))];
     if conn.secret_store == Some(SecretBackend::Keychain) {
@@ -387,7 +415,7 @@ pub fn logout(data_dir: &Path) -> Result<LogoutOutcome, CredentialsError> {
 /// # Errors
 /// The file failed.
 pub fn set_region(data_dir: &Path, region: Region) -> Result<Connection, CredentialsError> {
-    let mut conn = Connection::load(data_dir)?;
+    let mut conn = Connection::load_or_reset(data_dir)?;
     conn.region = Some(region);
     conn.save(data_dir)?;
     Ok(conn)
@@ -464,6 +492,18 @@ mod tests {
             assert!(load(d, Region::NA).unwrap().is_none());
         }
         assert_eq!(Connection::load(d).unwrap().region, Some(Region::FE));
+    }
+
+    #[test]
+    fn corrupt_connection_file_is_repaired_by_logout_and_region_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join(CONNECTION_FILE), "{\"region\":\"NA\",\"regions\":{").unwrap();
+        assert!(Connection::load(d).is_err());
+        logout(d).unwrap();
+        assert_eq!(Connection::load(d).unwrap(), Connection::default());
+        std::fs::write(d.join(CONNECTION_FILE), "garbage").unwrap();
+        assert_eq!(set_region(d, Region::EU).unwrap().region, Some(Region::EU));
     }
 
     #[test]

@@ -180,6 +180,8 @@ pub struct LoginManager {
     pending: Mutex<Vec<Pending>>,
     outcomes: Mutex<HashMap<String, Outcome>>,
     on_change: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The port of the agent serving the callback, when logins run inside it.
+    listen_port: Option<u16>,
 }
 
 impl std::fmt::Debug for LoginManager {
@@ -215,12 +217,20 @@ impl LoginManager {
             pending: Mutex::new(Vec::new()),
             outcomes: Mutex::new(HashMap::new()),
             on_change: None,
+            listen_port: None,
         })
     }
 
     /// Calls `f` after every saved login (the agent reloads its client).
     pub fn on_change(mut self, f: Arc<dyn Fn() + Send + Sync>) -> LoginManager {
         self.on_change = Some(f);
+        self
+    }
+
+    /// Logins run inside an agent listening on `port`: a redirect URI on
+    /// another port is refused at start (the answer would never arrive).
+    pub fn with_listen_port(mut self, port: u16) -> LoginManager {
+        self.listen_port = Some(port);
         self
     }
 
@@ -286,6 +296,16 @@ impl LoginManager {
             return Err(LoginError::Invalid("scope must be printable".into()));
         }
         let redirect_uri = self.config.effective_redirect_uri();
+        if let Some(port) = self.listen_port
+            && crate::config::validate_redirect_uri(&redirect_uri)
+                .is_ok_and(|(addr, _)| addr.port() != port)
+        {
+            return Err(LoginError::Invalid(format!(
+                "redirect_uri {redirect_uri} does not point at this agent (port {port}): Amazon's \
+                 answer would not arrive. Set redirect_uri to http://127.0.0.1:{port}/api/login/callback \
+                 (and register it in the security profile), or run the agent on that port"
+            )));
+        }
         let pkce = Pkce::generate()?;
         let state = lwa::new_state()?;
         let cfg = self.config_for(region);
@@ -328,6 +348,28 @@ impl LoginManager {
         })
     }
 
+    /// Cancels every pending attempt (logout): a later callback for one of
+    /// them is refused, and its outcome says it was cancelled.
+    pub fn cancel_all(&self) {
+        let cancelled: Vec<String> = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .map(|p| p.state)
+            .collect();
+        let mut outcomes = self.outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+        for s in cancelled {
+            outcomes.insert(
+                s,
+                Outcome::Error {
+                    code: "login_cancelled".into(),
+                    message: "the login was cancelled by a logout".into(),
+                },
+            );
+        }
+    }
+
     /// The outcome of the attempt with this `state`.
     pub fn outcome(&self, state: &str) -> Outcome {
         self.outcomes
@@ -347,10 +389,9 @@ impl LoginManager {
     pub async fn complete(&self, query: &str) -> Result<Completed, LoginError> {
         let params = lwa::parse_callback(query);
         let state = match &params {
-            CallbackParams::Code { state, .. } | CallbackParams::Error { state, .. } => {
-                state.clone()
-            }
-            CallbackParams::Invalid => String::new(),
+            CallbackParams::Code { state, .. }
+            | CallbackParams::Error { state, .. }
+            | CallbackParams::Invalid { state } => state.clone(),
         };
         let result = self.complete_inner(params, &state).await;
         if !state.is_empty() {
@@ -359,6 +400,10 @@ impl LoginManager {
                 .iter_mut()
                 .find(|(k, _)| lwa::same_state(k, &state))
                 .map(|(_, v)| v)
+                // A replayed callback (reloaded tab) must not turn a finished
+                // attempt into an error; a stray one without a code leaves it pending.
+                .filter(|v| matches!(v, Outcome::Pending))
+                .filter(|_| !matches!(result, Err(LoginError::MissingCode)))
             {
                 *slot = match &result {
                     Ok(c) => Outcome::Ok {
@@ -398,6 +443,20 @@ impl LoginManager {
         params: CallbackParams,
         state: &str,
     ) -> Result<Completed, LoginError> {
+        if matches!(params, CallbackParams::Invalid { .. }) {
+            // Not an answer from Amazon: the attempt stays pending.
+            let known = self
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|p| !state.is_empty() && lwa::same_state(&p.state, state));
+            return Err(if known {
+                LoginError::MissingCode
+            } else {
+                LoginError::StateMismatch
+            });
+        }
         let pending = self.take_pending(state).ok_or(LoginError::StateMismatch)?;
         if pending.started.elapsed() >= LOGIN_TIMEOUT {
             return Err(LoginError::Expired);
@@ -407,7 +466,7 @@ impl LoginManager {
             CallbackParams::Error {
                 error, description, ..
             } => return Err(LoginError::Denied { error, description }),
-            CallbackParams::Invalid => return Err(LoginError::MissingCode),
+            CallbackParams::Invalid { .. } => return Err(LoginError::MissingCode),
         };
         let cfg = self.config_for(pending.region);
         let tokens = CodeExchange {
@@ -538,6 +597,9 @@ pub struct ConnectionView {
     pub logged_in_regions: Vec<Region>,
     /// The redirect URI to register as an Allowed Return URL.
     pub redirect_uri: String,
+    /// Why the stored login could not be read (a corrupt file; the next
+    /// login or logout replaces it).
+    pub problem: Option<String>,
 }
 
 impl LoginManager {
@@ -550,9 +612,16 @@ impl LoginManager {
         auth: crate::sync::engine::AuthState,
     ) -> Result<ConnectionView, CredentialsError> {
         use crate::sync::engine::AuthState;
-        let conn = Connection::load(&self.data_dir)?;
+        let mut problem = None;
+        let conn = Connection::load(&self.data_dir).unwrap_or_else(|e| {
+            problem = Some(e.to_string());
+            Connection::default()
+        });
         let region = conn.active_region(self.config.region);
-        let loaded = credentials::load(&self.data_dir, self.config.region)?;
+        let loaded = credentials::load(&self.data_dir, self.config.region).unwrap_or_else(|e| {
+            problem = Some(e.to_string());
+            None
+        });
         let state = match (&loaded, auth) {
             (None, _) => {
                 if conn.regions.is_empty() {
@@ -566,7 +635,7 @@ impl LoginManager {
         };
         let login = conn.regions.get(&region);
         let secret_stored = match conn.store(&self.data_dir) {
-            Some(s) => s.get(credentials::CLIENT_SECRET)?.is_some(),
+            Some(s) => s.get(credentials::CLIENT_SECRET).is_ok_and(|v| v.is_some()),
             None => false,
         };
         Ok(ConnectionView {
@@ -592,6 +661,7 @@ impl LoginManager {
             logged_in_at_ms: login.map(|l| l.logged_in_at_ms),
             logged_in_regions: conn.regions.keys().copied().collect(),
             redirect_uri: self.config.effective_redirect_uri(),
+            problem,
         })
     }
 }
@@ -701,6 +771,13 @@ mod routes {
         };
         match st.manager.start(req) {
             Ok(s) => axum::Json(s).into_response(),
+            Err(e @ super::LoginError::Invalid(_)) => (
+                StatusCode::BAD_REQUEST,
+                axum::Json(
+                    json!({"code": e.code(), "field": "clientId", "message": e.to_string()}),
+                ),
+            )
+                .into_response(),
             Err(e) => error(StatusCode::BAD_REQUEST, e.code(), &e.to_string()),
         }
     }
@@ -745,13 +822,21 @@ mod routes {
         if let Err(r) = (st.guard)(&headers) {
             return r;
         }
-        axum::Json(st.manager.outcome(&q.state)).into_response()
+        match st.manager.outcome(&q.state) {
+            super::Outcome::Unknown => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no login with this state (never started here, or the agent restarted)",
+            ),
+            o => axum::Json(o).into_response(),
+        }
     }
 
     async fn logout(State(st): State<LoginRoutes>, headers: HeaderMap) -> Response {
         if let Err(r) = (st.guard)(&headers) {
             return r;
         }
+        st.manager.cancel_all();
         match credentials::logout(st.manager.data_dir()) {
             Ok(out) => {
                 st.sync.reload_credentials();

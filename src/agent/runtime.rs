@@ -457,6 +457,14 @@ impl Agent {
         self.info.listen = format!("http://{addr}");
         // Logins redirect to this listener unless the config names another URI.
         let mut login_cfg = self.config.clone();
+        if let Some(uri) = &login_cfg.redirect_uri
+            && let Ok((redirect, _)) = crate::config::validate_redirect_uri(uri)
+            && redirect.port() != addr.port()
+        {
+            tracing::warn!(redirect_uri = %uri, listen = %addr,
+                "redirect_uri does not point at this agent: logins started here (tray, dashboard) \
+                 will not come back; register and configure http://127.0.0.1:{}/api/login/callback", addr.port());
+        }
         if login_cfg.redirect_uri.is_none() {
             login_cfg.redirect_uri = Some(format!(
                 "http://127.0.0.1:{}/api/login/callback",
@@ -466,6 +474,7 @@ impl Agent {
         let reload = sync.clone();
         let login_manager = LoginManager::new(self.data_dir.clone(), login_cfg, self.secret_choice)
             .map_err(|e| AgentError::Invalid(format!("login: {e}")))?
+            .with_listen_port(addr.port())
             .on_change(Arc::new(move || reload.reload_credentials()));
         let token: Arc<str> = Arc::from(self.state.admin_token.as_str());
         #[allow(clippy::result_large_err)] // the refusal is the ready response

@@ -47,7 +47,7 @@ pub enum ApiError {
     },
     /// [LWA]: the token endpoint answered `invalid_grant` — the refresh token
     /// is revoked or expired. The user must log in again (`needs_login`).
-    #[error("needs login: the refresh token was rejected (invalid_grant): {message}")]
+    #[error("needs login: {message}")]
     NeedsLogin {
         /// LWA's `error_description`, if any.
         message: String,

@@ -179,7 +179,10 @@ pub enum CallbackParams {
         state: String,
     },
     /// Neither a code nor an error.
-    Invalid,
+    Invalid {
+        /// The `state` echoed back (may be empty).
+        state: String,
+    },
 }
 
 /// Parses a redirect's query string (without the `?`).
@@ -204,7 +207,7 @@ pub fn parse_callback(query: &str) -> CallbackParams {
             code: Secret::new(code),
             state,
         },
-        None => CallbackParams::Invalid,
+        None => CallbackParams::Invalid { state },
     }
 }
 
@@ -356,8 +359,18 @@ mod tests {
                 state: "xyz".into()
             }
         );
-        assert_eq!(parse_callback("state=xyz"), CallbackParams::Invalid);
-        assert_eq!(parse_callback(""), CallbackParams::Invalid);
+        assert_eq!(
+            parse_callback("state=xyz"),
+            CallbackParams::Invalid {
+                state: "xyz".into()
+            }
+        );
+        assert_eq!(
+            parse_callback(""),
+            CallbackParams::Invalid {
+                state: String::new()
+            }
+        );
         assert!(same_state("abc", "abc"));
         assert!(!same_state("abc", "abd"));
         assert!(!same_state("abc", "abcd"));

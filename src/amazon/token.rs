@@ -207,7 +207,10 @@ impl TokenManager {
             .unwrap_or_default();
         if code == "invalid_grant" {
             return Err(ApiError::NeedsLogin {
-                message: amazon_message(&text),
+                message: format!(
+                    "the refresh token was rejected (invalid_grant): {}",
+                    amazon_message(&text)
+                ),
             });
         }
         match ApiError::from_status(status, retry_after.as_deref(), &text) {
@@ -218,7 +221,7 @@ impl TokenManager {
             ApiError::InvalidRequest { message } | ApiError::Unauthorized { message } => {
                 Err(ApiError::NeedsLogin {
                     message: format!(
-                        "the LWA token request was refused ({}): {message}",
+                        "Login with Amazon refused the client id or client secret ({}): {message}",
                         if code.is_empty() {
                             "no error code"
                         } else {

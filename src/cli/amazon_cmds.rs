@@ -265,7 +265,11 @@ refresh_token}, then serves until Ctrl+C. Point the agent at it:
   AMC_SYNC_CLIENT_ID=… AMC_SYNC_CLIENT_SECRET=… AMC_SYNC_REFRESH_TOKEN=… \\
     amc-sync run --api-base-url <base_url>
 GET <base_url>/__sandbox/received lists every accepted record; POST /__sandbox/faults
-injects faults at run time (e.g. {\"rate_limit\":3,\"retry_after\":\"2\"}).")]
+injects faults at run time (e.g. {\"rate_limit\":3,\"retry_after\":\"2\"}).
+Login with Amazon: GET /ap/oa approves at once (or shows Allow / Cancel with
+--manual-consent) and redirects to a loopback redirect_uri; POST /__sandbox/revoke {}
+revokes every refresh token (the next refresh answers invalid_grant); POST
+/__sandbox/settings {\"autoApprove\":false} or {\"codeTtlSecs\":0} changes the login at run time.")]
 pub struct SandboxArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8788")]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use amc_sync::agent::credentials::{
     self, ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_REFRESH_TOKEN, NewLogin, ProfileSummary,
 };
-use amc_sync::agent::login::{Completed, LoginManager, StartRequest, callback_page};
+use amc_sync::agent::login::{Completed, LoginError, LoginManager, StartRequest, callback_page};
 use amc_sync::agent::state::{AgentState, DB_FILE};
 use amc_sync::amazon::{AmazonClient, ClientOptions, Secret};
 use amc_sync::config::{Config, Region, validate_redirect_uri};
@@ -135,7 +135,12 @@ fn print_completed(c: &Completed, json: bool) -> Result<(), Failure> {
     print_login(c.region, &c.profiles);
     match (&c.secret_store, &c.secret_store_warning) {
         (_, Some(w)) => eprintln!("warning: {w}"),
-        (Some(b), None) => println!("secrets stored in the OS {}", b.as_str()),
+        (Some(amc_sync::secrets::SecretBackend::Keychain), None) => {
+            println!("secrets stored in the OS keychain");
+        }
+        (Some(_), None) => println!(
+            "secrets stored in the data dir's credentials.json (mode 0600; AMC_SYNC_SECRET_STORE=file)"
+        ),
         (None, None) => {}
     }
     Ok(())
@@ -247,7 +252,15 @@ fn login_inner(args: LoginArgs) -> Result<(), Failure> {
                     let r = m.complete(q.as_deref().unwrap_or("")).await;
                     let page = callback_page(&r);
                     let ok = r.is_ok();
-                    let _ = tx.send(r.map_err(|e| e.to_string())).await;
+                    // A stray request (an old tab, another page) is not our
+                    // login's answer: keep waiting for the real one.
+                    let stray = matches!(
+                        r,
+                        Err(LoginError::StateMismatch | LoginError::MissingCode)
+                    );
+                    if !stray {
+                        let _ = tx.send(r.map_err(|e| e.to_string())).await;
+                    }
                     (
                         if ok {
                             axum::http::StatusCode::OK
@@ -320,6 +333,9 @@ fn login_via_agent(
         else {
             return Err(Failure::runtime("the agent did not start a login"));
         };
+        if let Some(r) = started["redirectUri"].as_str() {
+            eprintln!("Amazon will send the browser back to {r} (the running agent).");
+        }
         show_authorize_url(auth_url, args.no_browser);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
         let mut q = reqwest::Url::parse(&format!("{url}/api/login/status"))
@@ -538,10 +554,12 @@ pub fn region(args: RegionArgs) -> ExitCode {
                 serde_json::json!({"region": active.as_str(), "loggedIn": logged_in})
             );
         } else {
+            let mut c = cfg.clone();
+            c.region = active;
             println!(
                 "region {} ({}){}",
                 active.as_str(),
-                active.api_base_url(),
+                c.effective_api_base_url(),
                 if logged_in {
                     ""
                 } else {

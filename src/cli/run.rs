@@ -71,8 +71,16 @@ fn run_inner(args: Args) -> Result<(), Failure> {
         amc_sync::agent::credentials::set_region(&data_dir, region)
             .map_err(|e| Failure::runtime(e.to_string()))?;
     }
-    let credentials = amc_sync::agent::credentials::load(&data_dir, cfg.region)
-        .map_err(|e| Failure::runtime(e.to_string()))?;
+    // An unreadable connection must not keep the intake down: warn, queue,
+    // and let `login` / `logout` repair it.
+    let credentials = match amc_sync::agent::credentials::load(&data_dir, cfg.region) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the Amazon login; uploads wait for `amc-sync login`");
+            eprintln!("warning: {e}");
+            None
+        }
+    };
     let uploads = match &credentials {
         Some(l) => format!(
             "to {} ({}) every {} s or when {} records are queued (credentials from the {})",

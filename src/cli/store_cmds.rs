@@ -54,7 +54,7 @@ fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
             let region = conn.active_region(cfg.region);
             if let Some(store) = conn.secret_store {
                 println!(
-                    "amazon:      logged in ({}: {})   secrets: {}",
+                    "amazon:      region {}, logged in to {}   secrets: {}",
                     region.as_str(),
                     conn.regions
                         .keys()

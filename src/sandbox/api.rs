@@ -1157,6 +1157,16 @@ struct SandboxSettings {
     code_ttl_secs: f64,
 }
 
+/// A partial update of [`SandboxSettings`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SettingsPatch {
+    #[serde(default)]
+    auto_approve: Option<bool>,
+    #[serde(default)]
+    code_ttl_secs: Option<f64>,
+}
+
 async fn get_settings(State(sh): Sh) -> Response {
     let st = sh.lock();
     axum::Json(SandboxSettings {
@@ -1168,15 +1178,25 @@ async fn get_settings(State(sh): Sh) -> Response {
 
 /// `POST /__sandbox/settings` `{"autoApprove": bool, "codeTtlSecs": n}`.
 async fn set_settings(State(sh): Sh, body: Bytes) -> Response {
-    let s: SandboxSettings = match serde_json::from_slice(&body) {
+    let p: SettingsPatch = match serde_json::from_slice(&body) {
         Ok(s) => s,
         Err(e) => return error_response(400, "BAD_REQUEST", &format!("settings: {e}")),
     };
-    if !(s.code_ttl_secs.is_finite() && (0.0..=3600.0).contains(&s.code_ttl_secs)) {
+    if let Some(t) = p.code_ttl_secs
+        && !(t.is_finite() && (0.0..=3600.0).contains(&t))
+    {
         return error_response(400, "BAD_REQUEST", "codeTtlSecs must be 0–3600");
     }
     let mut st = sh.lock();
-    st.auto_approve = s.auto_approve;
-    st.code_ttl = Duration::from_secs_f64(s.code_ttl_secs);
-    axum::Json(s).into_response()
+    if let Some(a) = p.auto_approve {
+        st.auto_approve = a;
+    }
+    if let Some(t) = p.code_ttl_secs {
+        st.code_ttl = Duration::from_secs_f64(t);
+    }
+    axum::Json(SandboxSettings {
+        auto_approve: st.auto_approve,
+        code_ttl_secs: st.code_ttl.as_secs_f64(),
+    })
+    .into_response()
 }
