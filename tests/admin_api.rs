@@ -783,3 +783,39 @@ fn write_key_rotation_refuses_the_old_key_at_once() {
     assert_eq!(after, new);
     assert_eq!(send_batch(&base, &new, vec![event(4, "vip", "US")]), 200);
 }
+
+/// Regression (ux review: a rejection was invisible on the Status page):
+/// records Amazon rejects after upload appear in `recentErrors`, without
+/// marking the upload path as failing (`lastError` stays empty).
+#[test]
+fn records_rejected_by_amazon_show_in_recent_errors() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().expect("tempdir");
+    login(dir.path(), &sb);
+    let (_agent, base, key) = start_agent(dir.path(), &sb.base);
+    let api = Api::new(&base, dir.path());
+    let mut bad = event(1, "vip", "US");
+    bad["userId"] = json!("invalid_someone");
+    assert_eq!(
+        send_batch(&base, &key, vec![event(0, "vip", "US"), bad]),
+        200
+    );
+    let r = api.post_empty("/api/flush?wait=true");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let st = api.get("/api/status").json();
+    let errors = st["recentErrors"].as_array().expect("recentErrors");
+    assert!(
+        errors.iter().any(|e| e["audience"] == "vip"
+            && e["message"].as_str().is_some_and(
+                |m| m.contains("1 record(s) rejected by Amazon (amazon_invalid_record)")
+            )),
+        "{st}"
+    );
+    assert!(st["lastError"].is_null(), "{st}");
+    assert_eq!(st["audiences"]["vip"]["failed"], 1, "{st}");
+    assert_eq!(
+        received_users(&sb.base).len(),
+        2,
+        "both were sent; one was refused in the job"
+    );
+}

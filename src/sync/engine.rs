@@ -177,6 +177,17 @@ impl SyncStatus {
         });
         self.last_error = Some(message);
     }
+
+    /// Records Amazon rejecting records (they are dead letters now) in
+    /// `recent_errors`, without marking the upload path as failing.
+    fn note_rejection(&mut self, audience: &str, records: u64, reason: &str) {
+        let last = self.last_error.clone();
+        self.note_error(
+            Some(audience),
+            format!("{records} record(s) rejected by Amazon ({reason}); see the dead letters"),
+        );
+        self.last_error = last;
+    }
 }
 
 /// Signals "a batch has filled" from the intake to the engine.
@@ -1037,6 +1048,9 @@ impl SyncEngine {
                         .map_err(|e| Stop::Audience(format!("database: {e}"), Wait::Backoff))?;
                     report.dead_lettered += n;
                     self.count_failed(key, n);
+                    if n > 0 {
+                        self.with_status(|s| s.note_rejection(key, n, "amazon_rejected_record"));
+                    }
                 }
                 Err(e) => return Err(Self::classify(e)),
             }
@@ -1071,6 +1085,16 @@ impl SyncEngine {
                     {
                         Ok(n) => {
                             self.count_failed(&job.audience_key, n);
+                            if n > 0 {
+                                let reason = if st.job_state.as_str() == "FAILED" {
+                                    "amazon_job_failed"
+                                } else {
+                                    "amazon_invalid_record"
+                                };
+                                self.with_status(|s| {
+                                    s.note_rejection(&job.audience_key, n, reason);
+                                });
+                            }
                             tracing::info!(
                                 audience = %job.audience_key,
                                 job = %job.job_request_id,
