@@ -61,7 +61,7 @@ const REASONS = {
     retry: false,
   },
   unknown_audience: {
-    text: 'The change named an audience that does not exist in AMC Sync. Create the audience (Audiences view) or send its audience_settings.',
+    text: 'The change named an audience that does not exist in AMC Sync. Create the audience (Audiences view) or send its audience_settings, then send the events again.',
     retry: false,
   },
   invalid_hashed_pii: {
@@ -85,12 +85,12 @@ const REASONS = {
   csv_malformed_row: { text: 'A CSV row has a different number of fields than the header, or cannot be read.', retry: false },
   invalid_action: { text: 'A CSV "action" value is not add, remove, CREATE, DELETE, true or false.', retry: false },
   amazon_invalid_record: {
-    text: 'Amazon checked the record after the upload and refused it (Amazon\'s message is shown). Usually the user id or a hashed field failed Amazon\'s validation. Fix the data at the source; Retry re-sends the same record.',
-    retry: true,
+    text: 'Amazon refused this person\'s data (usually the user id or email). Retrying sends the identical record and will fail again. Correct the user\'s id or email in Segment or your CRM; the corrected record is uploaded automatically.',
+    retry: 'futile',
   },
   amazon_rejected_record: {
-    text: 'Amazon answered "400 Bad Request" for this record even when it was sent alone (Amazon\'s message is shown). Retry re-sends it once the cause (e.g. the audience) is fixed.',
-    retry: true,
+    text: 'Amazon refused this record even when it was sent alone (Amazon\'s message is shown). If the message is about the audience or your account (for example a missing permission), fix that and then retry. If it is about the person\'s data, retrying sends the identical record and will fail again: correct it in Segment or your CRM instead; the corrected record is uploaded automatically.',
+    retry: 'maybe',
   },
   amazon_job_failed: {
     text: 'Amazon\'s upload job failed as a whole; the record itself is probably fine. Retry re-sends it.',
@@ -102,12 +102,92 @@ const REASONS = {
   },
 };
 
-// What the user should do about the auth state.
+// Short headlines of the reason codes, in words (the code is shown next to them, smaller).
+const REASON_TITLES = {
+  consent_required: 'No consent (UK, EEA or Switzerland)',
+  invalid_consent_value: 'Consent value not understood',
+  no_identifiers: 'No email, phone or address',
+  missing_external_user_id: 'No user id',
+  invalid_external_user_id: 'User id not accepted',
+  invalid_country_code: 'Country not recognised',
+  missing_audience_key: 'No audience named',
+  invalid_external_audience_id: 'Amazon audience id not valid',
+  invalid_membership_flag: 'Audience flag not true or false',
+  membership_contradiction: 'Enter and exit signals disagree',
+  no_membership_signal: 'Unclear whether the person enters or leaves',
+  unknown_audience: 'Audience does not exist',
+  invalid_hashed_pii: 'Pre-hashed value not valid',
+  invalid_message: 'Not a Segment message',
+  unsupported_message_type: 'Unknown Segment message type',
+  not_an_object: 'Not a JSON object',
+  message_too_large: 'Message too large',
+  type_mismatch: 'Wrong message type for this address',
+  invalid_json: 'Not valid JSON',
+  line_too_long: 'Line too long',
+  invalid_utf8: 'Not readable text (UTF-8)',
+  csv_malformed_row: 'CSV row cannot be read',
+  invalid_action: 'CSV action not understood',
+  amazon_invalid_record: 'Rejected by Amazon',
+  amazon_rejected_record: 'Refused by Amazon',
+  amazon_job_failed: 'Amazon upload job failed',
+  record_too_large: 'Record too large',
+};
+const reasonTitle = (k) => REASON_TITLES[k] || String(k || 'Unknown reason').replace(/_/g, ' ').replace(/^./, (c) => c.toUpperCase());
+
+const SOURCES = { http: 'Segment', file: 'Drop folder or import', upload: 'Upload to Amazon' };
+
+const REGION_NAMES = { NA: 'North America', EU: 'Europe', FE: 'Far East' };
+const regionName = (r) => (REGION_NAMES[r] ? `${REGION_NAMES[r]} (${r})` : String(r || '—'));
+const COUNTRY_REGION = {};
+for (const c of ['US', 'CA', 'MX', 'BR']) COUNTRY_REGION[c] = 'NA';
+for (const c of ['GB', 'DE', 'FR', 'IT', 'ES', 'NL', 'SE', 'PL', 'TR', 'AE', 'SA', 'EG', 'IN']) COUNTRY_REGION[c] = 'EU';
+for (const c of ['JP', 'AU', 'SG']) COUNTRY_REGION[c] = 'FE';
+
+// "vip targets US but uploads go to EU — US audiences belong in NA." (null when it fits or is unknown)
+function regionMismatch(key, country, active) {
+  const cc = String(country || '').toUpperCase();
+  const want = COUNTRY_REGION[cc];
+  if (!want || !active || want === active) return null;
+  return `${key} targets ${cc} but uploads go to ${active} — ${cc} audiences belong in ${want}.`;
+}
+
+// What the user should do about the auth state (Status page; the Connection page has its own).
 const AUTH_HELP = {
   ok: 'Connected to Amazon Ads. Queued changes are uploaded on schedule.',
   refreshing: 'Refreshing the Amazon access token…',
-  needs_login: 'Amazon no longer accepts the stored login (it expired or was revoked), or this region has no login yet. Everything keeps being queued. Go to Connection and log in with Amazon again.',
-  no_credentials: 'No Amazon Ads login is stored, so nothing is uploaded yet. Everything received is queued and kept. Go to Connection and log in with Amazon.',
+  needs_login: 'Amazon Ads has no usable login for this region (it expired or was revoked, or you have not logged in for this region yet). Everything keeps being queued. Log in with Amazon on the Connection page.',
+  no_credentials: 'No Amazon Ads login is stored, so nothing is uploaded yet. Everything received is queued and kept. Log in with Amazon on the Connection page.',
+};
+const CONN_HELP = {
+  ok: 'Connected to Amazon Ads. Queued changes are uploaded on schedule.',
+  refreshing: 'Refreshing the Amazon access token…',
+  needs_login: 'Amazon no longer accepts the stored login for this region (it expired or was revoked). Everything keeps being queued. Log in with Amazon below.',
+  no_credentials: 'No Amazon Ads login is stored, so nothing is uploaded yet. Everything received is queued and kept. Log in with Amazon below.',
+};
+
+// API error codes in words (the code itself is shown next to them, smaller).
+const ERROR_TEXT = {
+  forbidden_host: 'The agent refused this page\'s address. Open the dashboard from AMC Sync.',
+  forbidden_origin: 'The agent refused a request from this page. Open the dashboard from AMC Sync.',
+  unauthorized: 'The agent refused this page\'s admin token. Open the dashboard again from AMC Sync.',
+  invalid_json: 'The agent could not read what the dashboard sent. Reload the page and try again.',
+  not_found: 'That was not found (it may have been removed already). Reload the page.',
+  store_unavailable: 'AMC Sync\'s local database is busy or unavailable. Try again in a moment; if it keeps happening, restart AMC Sync.',
+  conflict: 'That does not fit the current state. Reload the page and try again.',
+  login_client_missing: 'Enter the client id and client secret of your Login with Amazon security profile.',
+  login_state_mismatch: 'This login was not started here or was already used. Start the login again.',
+  login_expired: 'The login took longer than 10 minutes. Start it again.',
+  login_denied: 'The login was cancelled at Amazon. Start it again when you are ready.',
+  login_failed: 'Amazon did not finish the login. Start it again.',
+  login_code_rejected: 'Amazon refused the login. Check the client secret and that the return URL is listed in your security profile, then try again.',
+  login_not_verified: 'Amazon accepted the login but refused access to Amazon Ads. Check that this Amazon account has Amazon Ads access in this region.',
+  login_not_saved: 'The login worked but could not be saved on this computer. Try again.',
+  login_cancelled: 'The login was cancelled because you logged out.',
+  connection_unreadable: 'The stored login could not be read. Log in again to replace it.',
+  logout_failed: 'Logging out did not finish: the stored secrets could not be removed. Try again.',
+  region_not_saved: 'The region could not be saved. Try again.',
+  timeout: 'The agent did not answer in time. Try again.',
+  http_error: 'The agent answered with an unexpected error. Try again.',
 };
 const AUTH_LABEL = { ok: 'Connected', refreshing: 'Refreshing', needs_login: 'Needs login', no_credentials: 'Not logged in' };
 
@@ -170,11 +250,20 @@ function show(node, on) {
 
 const msgTimers = new WeakMap();
 // Success messages fade after 15 s; errors stay until the next action.
-function setMsg(node, text, isError) {
-  node.textContent = text || '';
+// `content` is a string, an error (shown in words, its code smaller) or a list of nodes/strings.
+function setMsg(node, content, isError, sticky) {
+  if (content instanceof Error) {
+    node.replaceChildren(...errorNodes(content));
+    isError = true;
+  } else if (Array.isArray(content)) {
+    node.replaceChildren(...content);
+  } else {
+    node.textContent = content || '';
+  }
+  const text = node.textContent;
   node.classList.toggle('error', !!isError);
   clearTimeout(msgTimers.get(node));
-  if (text && !isError && !/…$/.test(text)) {
+  if (text && !isError && !sticky && !/…$/.test(text)) {
     msgTimers.set(node, setTimeout(() => {
       if (node.textContent === text) node.textContent = '';
     }, 15000));
@@ -188,15 +277,27 @@ function showError(node, err) {
     return;
   }
   node.hidden = false;
-  node.textContent = describe(err);
+  node.replaceChildren(...errorNodes(err));
 }
 
-function describe(err) {
+// An error in plain words; `overrides` maps codes to sentences fitting the action.
+function describe(err, overrides) {
   if (err instanceof ApiError) {
-    const f = err.field ? ` (field ${err.field})` : '';
-    return `${err.message}${f} [${err.code}${err.status ? `, HTTP ${err.status}` : ''}]`;
+    if (overrides && overrides[err.code]) return overrides[err.code];
+    if (err.code === 'invalid_field') return `Please check ${err.field ? `the field “${err.field}”` : 'the form'}: ${err.message}`;
+    if (err.code === 'agent_unreachable') return err.message;
+    return ERROR_TEXT[err.code] || 'Something went wrong. Try again.';
   }
   return String(err && err.message ? err.message : err);
+}
+
+// The sentence, then the code (and the agent's own text) in small print.
+function errorNodes(err, overrides) {
+  const nodes = [describe(err, overrides)];
+  if (err instanceof ApiError && err.code && err.code !== 'agent_unreachable') {
+    nodes.push(' ', el('small', { class: 'err-code', title: err.message || '' }, err.code));
+  }
+  return nodes;
 }
 
 // ---------------------------------------------------------------- API
@@ -332,11 +433,13 @@ function confirmAction(title, text, okLabel) {
 // ---------------------------------------------------------------- routing
 
 let currentView = 'status';
+let dlAudience = ''; // Dead letters: audience filter from #/dead-letters?audience=<key>
 
 function route(ev) {
   if (!token) return;
-  const h = location.hash.replace(/^#\/?/, '');
+  const [h, qs] = location.hash.replace(/^#\/?/, '').split('?');
   const view = VIEWS.includes(h) ? h : 'status';
+  dlAudience = view === 'dead-letters' ? new URLSearchParams(qs || '').get('audience') || '' : '';
   currentView = view;
   for (const v of VIEWS) show($(`view-${v}`), v === view);
   for (const a of document.querySelectorAll('#nav a[data-view]')) {
@@ -358,7 +461,10 @@ function loadView(view) {
   else if (view === 'dead-letters') loadDeadLetters();
   else if (view === 'connection') loadConnection();
   else if (view === 'settings') loadSettings();
-  else if (lastStatus) renderStatus(lastStatus);
+  else {
+    if (lastStatus) renderStatus(lastStatus);
+    loadAudienceMeta();
+  }
 }
 
 // ---------------------------------------------------------------- status polling
@@ -416,6 +522,7 @@ async function pollNow() {
 
 function onStatus(s) {
   lastStatus = s;
+  watchUpload(s);
   // Unchanged status: leave the DOM alone (relative times are refreshed every 30 s).
   const raw = JSON.stringify(s);
   if (raw === lastRaw) return;
@@ -429,6 +536,7 @@ function onStatus(s) {
     const first = lastSignature === '';
     lastSignature = sig;
     if (!first) {
+      if (currentView === 'status') loadAudienceMeta();
       if (currentView === 'audiences') loadAudiences();
       else if (currentView === 'dead-letters') loadDeadLetters();
       else if (currentView === 'connection') loadConnection();
@@ -444,17 +552,30 @@ function renderStatus(s) {
   badge.title = auth;
   badge.className = `badge state-${auth}`;
   $('auth-help').textContent = AUTH_HELP[auth] || '';
-  show($('auth-action'), auth === 'needs_login' || auth === 'no_credentials');
+  const waiting = auth !== 'ok' && auth !== 'refreshing';
+  show($('auth-action'), waiting);
   $('status-region').textContent = s.region || '—';
+  $('status-region').title = regionName(s.region);
 
   const paused = !!s.paused;
+  show($('auth-paused-note'), paused);
   const pb = $('paused-badge');
-  pb.textContent = paused ? 'Uploads paused' : 'Uploads running';
+  pb.textContent = paused ? 'Uploads paused' : waiting ? 'Waiting for login' : 'Uploads running';
   pb.dataset.paused = String(paused);
-  pb.className = `badge ${paused ? 'state-paused' : 'state-running'}`;
+  pb.dataset.waiting = String(!paused && waiting);
+  pb.className = `badge ${paused ? 'state-paused' : waiting ? 'state-waiting' : 'state-running'}`;
   $('btn-pause').disabled = paused;
   $('btn-resume').disabled = !paused;
-  $('btn-upload').title = paused ? 'Uploads are paused: resume first' : '';
+  const up = $('btn-upload');
+  const hint = $('upload-hint');
+  if (!uploadBusy) up.disabled = paused || waiting;
+  if (paused) {
+    hint.replaceChildren('Uploads are paused — press Resume uploads first.');
+  } else if (waiting) {
+    hint.replaceChildren(el('a', { href: '#/connection' }, 'Log in with Amazon first'), ' (Connection page). Everything is queued until then.');
+  }
+  show(hint, paused || waiting);
+  up.setAttribute('aria-describedby', 'upload-hint');
 
   const pt = $('pending-total');
   const auds = Object.values(s.audiences || {});
@@ -472,28 +593,43 @@ function renderStatus(s) {
   const lu = $('last-upload');
   lu.replaceChildren(timeEl(s.lastUploadMs));
   lu.dataset.value = String(s.lastUploadMs ?? '');
-  $('next-upload').replaceChildren(paused ? document.createTextNode('paused') : timeEl(s.nextUploadMs));
+  $('next-upload').replaceChildren(paused ? document.createTextNode('paused — press Resume uploads')
+    : waiting ? document.createTextNode('after you log in') : timeEl(s.nextUploadMs));
 
   const le = $('last-error-line');
   show(le, !!s.lastError);
-  le.textContent = s.lastError ? `Last error: ${s.lastError}` : '';
+  le.replaceChildren(...(s.lastError ? ['Last error: ', ...agentText(s.lastError)] : []));
 
   renderSparkline(s.uploadsByHour);
 
   const tbody = $('status-audiences');
   const rows = Object.entries(s.audiences || {}).sort(([a], [b]) => a.localeCompare(b));
   tbody.replaceChildren(...rows.map(([key, a]) => {
-    const err = a.lastError
-      ? el('span', { class: 'error-text' }, a.lastError, a.backoffUntilMs ? ` (retrying ${relTime(a.backoffUntilMs)})` : '')
-      : '—';
+    if (!(key in failedSeen)) failedSeen[key] = a.failed || 0;
+    const parts = [];
+    if (a.lastError) {
+      parts.push(el('div', { class: 'error-text' }, ...agentText(a.lastError), a.backoffUntilMs ? ` (retrying ${relTime(a.backoffUntilMs)})` : ''));
+    }
+    const failed = a.failed || 0;
+    if (failed > 0) {
+      const fresh = failed > failedSeen[key];
+      const n = fresh ? failed - failedSeen[key] : failed;
+      parts.push(el('div', { class: fresh ? 'error-text' : 'muted small', dataTestid: 'audience-rejected' },
+        `${fmtNum(n)} record${n === 1 ? '' : 's'} rejected by Amazon${fresh ? '' : ' since the agent started'} — `,
+        el('a', { href: `#/dead-letters?audience=${encodeURIComponent(key)}` }, 'see Dead letters')));
+    }
+    const meta = audMeta[key];
+    const warn = meta && regionMismatch(key, meta.countryCode, s.region);
     return el('tr', { dataTestid: 'audience-row', dataKey: key },
-      el('th', { scope: 'row' }, key),
-      el('td', { class: 'num', dataCol: 'pending' }, fmtNum(a.pending)),
-      el('td', { class: 'num', dataCol: 'uploaded' }, fmtNum(a.uploaded)),
-      el('td', { class: 'num', dataCol: 'failed' }, fmtNum(a.failed)),
-      el('td', null, timeEl(a.lastUploadMs)),
-      el('td', null, err),
-      el('td', { class: 'mono' }, a.audienceId || 'not created yet'));
+      el('th', { scope: 'row', dataLabel: 'Audience' }, key),
+      el('td', { class: 'num', dataCol: 'pending', dataLabel: 'Pending' }, fmtNum(a.pending)),
+      el('td', { class: 'num', dataCol: 'uploaded', dataLabel: 'Uploaded' }, fmtNum(a.uploaded)),
+      el('td', { class: 'num', dataCol: 'failed', dataLabel: 'Failed' }, fmtNum(a.failed)),
+      el('td', { dataLabel: 'Last upload' }, timeEl(a.lastUploadMs)),
+      el('td', { dataLabel: 'Last error' }, ...(parts.length ? parts : ['—'])),
+      el('td', { dataLabel: 'Region', dataCol: 'region' }, meta ? (meta.region || 'not created yet') : '—',
+        warn ? el('div', { class: 'warn-text small', dataTestid: 'region-warning' }, warn) : null),
+      el('td', { class: 'mono', dataLabel: 'Amazon audienceId', dataCol: 'audience-id' }, a.audienceId || 'not created yet'));
   }));
   show($('status-audiences-empty'), rows.length === 0);
 
@@ -527,7 +663,7 @@ function renderSparkline(hours) {
   const bw = W / n;
   const max = Math.max(1, ...hours.map((h) => h.records || 0));
   const total = hours.reduce((t, h) => t + (h.records || 0), 0);
-  const label = `${fmtNum(total)} records uploaded in the last ${n} hours`;
+  const label = `${fmtNum(total)} records sent to Amazon (accepted + rejected), last ${n === 24 ? '24' : n} hours`;
   const bars = hours.map((h, i) => {
     const r = h.records || 0;
     const bh = r ? Math.max(2, (r / max) * (H - 2)) : 1;
@@ -542,7 +678,7 @@ function renderSparkline(hours) {
   box.replaceChildren(chart, el('div', { class: 'muted small' }, label));
 }
 
-async function statusAction(btn, method, path, doneText) {
+async function statusAction(btn, method, path, doneText, errText) {
   const msg = $('status-action-msg');
   btn.disabled = true;
   setMsg(msg, 'Working…');
@@ -551,10 +687,130 @@ async function statusAction(btn, method, path, doneText) {
     setMsg(msg, doneText(r));
     if (r && r.status && typeof r.status === 'object') onStatus({ ...(lastStatus || {}), ...r.status });
   } catch (e) {
-    setMsg(msg, describe(e), true);
+    setMsg(msg, errorNodes(e, errText), true);
   } finally {
     btn.disabled = false;
+    if (lastStatus) renderStatus(lastStatus);
     pollNow();
+  }
+}
+
+// Agent status text like "rate_limited: Amazon answered 429" → the words, the code smaller.
+function agentText(text) {
+  const m = /^([a-z][a-z0-9_]+):\s*(.+)$/s.exec(String(text));
+  if (!m) return [String(text)];
+  return [m[2], ' ', el('small', { class: 'err-code' }, m[1])];
+}
+
+// Per-audience `failed` as first seen by this page: a rise is shown as a fresh rejection.
+const failedSeen = {};
+
+// ---- Upload now: report the round's result once a status shows it done.
+let uploadBusy = false;
+let uploadWatch = null;
+
+function uploadSnapshot(s) {
+  const auds = {};
+  for (const [k, a] of Object.entries((s && s.audiences) || {})) auds[k] = { uploaded: a.uploaded || 0, failed: a.failed || 0 };
+  return { lastUploadMs: s ? s.lastUploadMs ?? null : null, auds };
+}
+
+function uploadDelta(before, s) {
+  let sent = 0;
+  let rejected = 0;
+  for (const [k, a] of Object.entries((s && s.audiences) || {})) {
+    const b = before.auds[k] || { uploaded: 0, failed: 0 };
+    sent += Math.max(0, (a.uploaded || 0) - b.uploaded);
+    rejected += Math.max(0, (a.failed || 0) - b.failed);
+  }
+  return { sent, rejected };
+}
+
+function showUploadResult(w, s) {
+  const { sent, rejected } = uploadDelta(w.before, s);
+  const key = `${sent}/${rejected}`;
+  if (key === w.shown) return;
+  w.shown = key;
+  const msg = $('status-action-msg');
+  if (sent === 0 && rejected === 0) {
+    setMsg(msg, 'Upload finished: nothing was waiting to be sent.');
+    return;
+  }
+  const parts = [`Upload finished: ${fmtNum(sent)} sent, ${fmtNum(rejected)} rejected by Amazon`];
+  if (rejected > 0) parts.push(' — see ', el('a', { href: '#/dead-letters', dataTestid: 'upload-result-dead-letters' }, 'Dead letters'));
+  else parts.push('.');
+  setMsg(msg, parts, false, true);
+  msg.dataset.sent = String(sent);
+  msg.dataset.rejected = String(rejected);
+}
+
+// Called with every status: finishes a pending "Upload started" once the round shows done,
+// then keeps the numbers current for a minute (Amazon reports rejections after the upload).
+function watchUpload(s) {
+  const w = uploadWatch;
+  if (!w || !s) return;
+  if (Date.now() > w.until) {
+    uploadWatch = null;
+    return;
+  }
+  const d = uploadDelta(w.before, s);
+  const roundDone = w.done || (s.lastUploadMs ?? null) !== w.before.lastUploadMs || d.sent > 0 || d.rejected > 0;
+  if (!roundDone) return;
+  w.done = true;
+  showUploadResult(w, s);
+}
+
+async function uploadNow() {
+  const btn = $('btn-upload');
+  const msg = $('status-action-msg');
+  const before = uploadSnapshot(lastStatus);
+  uploadWatch = null;
+  uploadBusy = true;
+  btn.disabled = true;
+  setMsg(msg, 'Uploading…');
+  try {
+    // Waits (up to 15 s) for the round and its Amazon jobs; a longer round is followed by polling.
+    const r = await api('POST', '/api/flush?wait=true&timeout=15');
+    const w = { before, until: Date.now() + 60000, done: false, shown: '' };
+    uploadWatch = w;
+    if (r && r.status && typeof r.status === 'object') {
+      if (r.openJobs === 0) w.done = true;
+      onStatus({ ...(lastStatus || {}), ...r.status });
+    }
+    if (!w.done) {
+      w.until = Date.now() + 180000;
+      setMsg(msg, 'Upload started — waiting for Amazon to confirm…');
+    }
+  } catch (e) {
+    setMsg(msg, errorNodes(e, { conflict: 'Uploads are paused — press Resume uploads first.' }), true);
+  } finally {
+    uploadBusy = false;
+    if (lastStatus) renderStatus(lastStatus);
+    else btn.disabled = false;
+    pollNow();
+  }
+}
+
+// ---- Audience details the status lacks (region, country), for the Status table.
+let audMeta = {};
+let audMetaInflight = false;
+
+function setAudMeta(list) {
+  audMeta = {};
+  for (const a of list) audMeta[a.key] = { region: a.region ?? null, countryCode: a.countryCode };
+}
+
+async function loadAudienceMeta() {
+  if (audMetaInflight) return;
+  audMetaInflight = true;
+  try {
+    const r = await api('GET', '/api/audiences');
+    setAudMeta(r.audiences || []);
+    if (lastStatus && currentView === 'status') renderStatus(lastStatus);
+  } catch (_) {
+    /* the Status table just lacks the region */
+  } finally {
+    audMetaInflight = false;
   }
 }
 
@@ -564,6 +820,7 @@ async function loadAudiences() {
   try {
     const r = await api('GET', '/api/audiences');
     showError($('aud-error'), null);
+    setAudMeta(r.audiences || []);
     renderAudiences(r.audiences || []);
   } catch (e) {
     if (e.status !== 401) showError($('aud-error'), e);
@@ -574,9 +831,13 @@ function renderAudiences(list) {
   const rows = list.map((a) => {
     const target = a.advertiserId ? `DSP advertiser ${a.advertiserId}` : a.connectionId ? `AMC connection ${a.connectionId}` : '—';
     const fee = a.cpmCents != null && a.currency ? `${(a.cpmCents / 100).toFixed(2)} ${a.currency} CPM` : '—';
+    const active = lastStatus && lastStatus.region;
+    const warn = regionMismatch(a.key, a.countryCode, active);
     return el('tr', { dataTestid: 'audience-list-row', dataKey: a.key },
       el('th', { scope: 'row' }, a.key, a.description ? el('div', { class: 'muted small' }, a.description) : null),
       el('td', { class: 'mono' }, a.audienceId || 'not created yet'),
+      el('td', { dataCol: 'region' }, a.region || 'not created yet',
+        warn ? el('div', { class: 'warn-text small', dataTestid: 'region-warning' }, warn) : null),
       el('td', null, target),
       el('td', null, a.countryCode || '—'),
       el('td', null, a.ttlSecs != null ? duration(a.ttlSecs) : 'Amazon default'),
@@ -622,6 +883,8 @@ function validateAudience(v) {
     errs.push(['advertiserId', 'Give an advertiser id or a connection id, not both']);
   } else if (!v.advertiserId && !v.connectionId) {
     errs.push(['advertiserId', 'Give the DSP advertiser id (digits) or the AMC connection id']);
+  } else if (v.advertiserId && !/^[0-9]+$/.test(v.advertiserId)) {
+    errs.push(['advertiserId', 'Digits only (0–9): an advertiser id has no letters or other characters']);
   } else if (v.advertiserId && (!/^[0-9]{1,39}$/.test(v.advertiserId) || /^0+$/.test(v.advertiserId))) {
     errs.push(['advertiserId', 'A positive number of 1–39 digits']);
   } else if (v.connectionId && (v.connectionId.length > 256 || /[\u0000-\u001f\u007f]/.test(v.connectionId))) {
@@ -677,8 +940,11 @@ async function createAudience(ev) {
     pollNow();
   } catch (e) {
     if (e.status === 401) return;
-    const placed = e.field && fieldError(form, e.field, e.message);
-    if (e.code === 'conflict') fieldError(form, 'key', e.message || 'An audience with this key exists already');
+    let placed = e.field && fieldError(form, e.field, e.message);
+    if (e.code === 'conflict') {
+      placed = fieldError(form, 'key', `An audience named '${v.key}' already exists — pick another key.`);
+      form.elements.key.focus();
+    }
     if (!placed) showError($('aud-form-error'), e);
     setMsg($('aud-form-msg'), 'Not created.', true);
   } finally {
@@ -694,10 +960,56 @@ function explain(reason) {
   return REASONS[reason] ? REASONS[reason].text : 'No explanation is known for this code; the message next to it says what happened.';
 }
 
+// Whether Retry can help, in words matching the explanation.
+function retryAdvice(reason) {
+  const r = REASONS[reason];
+  return r && r.retry === false ? ' Retry cannot fix it: correct the data at the source and send it again.' : '';
+}
+
+// Amazon's message in plain words, its code in small text. Amazon's texts look like
+// "INVALID_ARGUMENT: externalUserId …" or carry a "code" in JSON; field names are put in words.
+const AMAZON_FIELDS = [
+  [/\bexternalUserId\b/g, 'user id'], [/\bhashedEmail\b|\bemail\b/g, 'email'], [/\bhashedPhone\b|\bphone\b/g, 'phone'],
+  [/\bhashedFirstName\b|\bfirstName\b/g, 'first name'], [/\bhashedLastName\b|\blastName\b/g, 'last name'],
+  [/\bhashedPostcode\b|\bpostalCode\b|\bpostcode\b/g, 'postcode'], [/\bcountryCode\b/g, 'country'],
+];
+function messageNodes(d) {
+  const raw = String(d.message || '');
+  if (!raw) return ['—'];
+  if (!String(d.reason || '').startsWith('amazon_')) return [raw];
+  let code = '';
+  let text = raw;
+  // "Amazon rejected the record: INVALID_RECORD: <Amazon's text>" → the text, the code smaller.
+  let m = /^\s*\{[\s\S]*\}\s*$/.test(raw) ? null : /^[\s\S]*?\b([A-Z][A-Z0-9_]{2,})\s*[:\-–]\s*([\s\S]+)$/.exec(raw);
+  if (m) {
+    code = m[1];
+    text = m[2];
+  } else {
+    try {
+      const j = JSON.parse(raw);
+      code = j.code || j.errorCode || '';
+      text = j.message || j.errorMessage || j.details || raw;
+    } catch (_) {
+      m = /^([\s\S]*?)\s*[([]\s*(?:code\s*)?([A-Z][A-Z0-9_]{2,})\s*[)\]]\s*$/.exec(raw);
+      if (m) {
+        text = m[1];
+        code = m[2];
+      }
+    }
+  }
+  for (const [re, words] of AMAZON_FIELDS) text = text.replace(re, words);
+  text = text.trim();
+  text = `Amazon said: ${text.charAt(0).toUpperCase()}${text.slice(1)}`;
+  return code ? [text, ' ', el('small', { class: 'err-code' }, code)] : [text];
+}
+
+const NOT_KNOWN = 'not known (rejected before mapping)';
+
 async function loadDeadLetters() {
   const reason = $('dl-reason').value;
   const q = new URLSearchParams({ limit: '100' });
   if (reason) q.set('reason', reason);
+  if (dlAudience) q.set('audience', dlAudience);
   try {
     const r = await api('GET', `/api/dead-letters?${q}`);
     showError($('dl-error'), null);
@@ -707,48 +1019,72 @@ async function loadDeadLetters() {
   }
 }
 
+function reasonHead(code) {
+  return [el('span', { class: 'reason-title' }, reasonTitle(code)), ' ', el('code', { class: 'reason small' }, code)];
+}
+
 function renderDeadLetters(r) {
-  dlItems = r.items || [];
-  const counts = r.counts || {};
+  const showRetried = $('dl-show-retried').checked;
+  const all = r.items || [];
+  dlItems = showRetried ? all : all.filter((d) => !d.retried);
+  // The API counts not-yet-retried dead letters of every audience; within an audience filter
+  // count what was loaded, so the numbers match the rows.
+  let counts = r.counts || {};
+  if (dlAudience) {
+    counts = {};
+    for (const d of all) if (!d.retried) counts[d.reason] = (counts[d.reason] || 0) + 1;
+  }
   // Reason filter: every reason with a count, plus the selected one.
   const sel = $('dl-reason');
   const cur = sel.value;
   const reasons = new Set(Object.keys(counts));
   if (cur) reasons.add(cur);
   const opts = [el('option', { value: '' }, `All reasons (${fmtNum(Object.values(counts).reduce((a, b) => a + b, 0))})`)];
-  for (const k of [...reasons].sort()) {
-    opts.push(el('option', { value: k }, `${k} (${fmtNum(counts[k] || 0)})`));
+  for (const k of [...reasons].sort((x, y) => reasonTitle(x).localeCompare(reasonTitle(y)))) {
+    opts.push(el('option', { value: k }, `${reasonTitle(k)} — ${k} (${fmtNum(counts[k] || 0)})`));
   }
   sel.replaceChildren(...opts);
   sel.value = cur;
 
+  const af = $('dl-audience-filter');
+  show(af, !!dlAudience);
+  af.replaceChildren(...(dlAudience ? ['Audience: ', el('strong', null, dlAudience), ' · ', el('a', { href: '#/dead-letters' }, 'show all audiences')] : []));
+
   const ex = $('dl-explain');
   show(ex, !!cur);
-  ex.textContent = cur ? `${cur}: ${explain(cur)}${REASONS[cur] && !REASONS[cur].retry ? ' Retry cannot fix it: correct the data at the source and send it again.' : ''}` : '';
+  ex.replaceChildren(...(cur ? [el('strong', null, reasonTitle(cur)), ' ', el('code', { class: 'small' }, cur), `: ${explain(cur)}${retryAdvice(cur)}`] : []));
   $('dl-retry-reason').disabled = !cur;
-  $('dl-retry-reason').textContent = cur ? `Retry all “${cur}”` : 'Retry all with this reason';
+  $('dl-retry-reason').textContent = cur ? `Retry all “${reasonTitle(cur)}”` : 'Retry all with this reason';
+
+  // Narrow windows: each reason's explanation once, above the list (rows show only the headline).
+  const shownReasons = [...new Set(dlItems.map((d) => d.reason))].sort();
+  const rex = $('dl-reasons-explain');
+  show(rex, !cur && shownReasons.length > 0);
+  rex.replaceChildren(...shownReasons.map((k) => el('p', null, el('strong', null, reasonTitle(k)), ' ', el('code', { class: 'small' }, k), `: ${explain(k)}${retryAdvice(k)}`)));
 
   const rows = dlItems.map((d) => {
-    const cb = el('input', { type: 'checkbox', class: 'dl-pick', value: String(d.id), 'aria-label': `Select dead letter ${d.id}`, disabled: d.retried });
+    const cb = el('input', { type: 'checkbox', class: 'dl-pick', value: String(d.id), 'aria-label': `Select dead letter ${d.id}`, disabled: d.retried, dataReason: d.reason });
     return el('tr', { dataTestid: 'dead-letter-row', dataId: String(d.id), dataReason: d.reason, class: d.retried ? 'retried' : '' },
-      el('td', null, cb),
-      el('td', null, timeEl(d.atMs)),
-      el('td', null, el('code', { class: 'reason' }, d.reason), el('div', { class: 'small reason-text', dataTestid: 'reason-explanation' }, explain(d.reason))),
-      el('td', null, d.message || '—', d.retried ? el('div', { class: 'muted small' }, 'retry requested') : null),
-      el('td', null, d.audience || '—'),
-      el('td', { class: 'mono' }, d.externalUserId || '—'),
-      el('td', null, d.source || '—'));
+      el('td', { class: 'pick' }, cb),
+      el('td', { class: 'nowrap', dataLabel: 'When' }, timeEl(d.atMs)),
+      el('td', { dataLabel: 'Reason' }, ...reasonHead(d.reason), el('div', { class: 'small reason-text row-explain', dataTestid: 'reason-explanation' }, explain(d.reason))),
+      el('td', { dataLabel: 'What happened' }, ...messageNodes(d), d.retried ? el('div', { class: 'muted small' }, 'retry requested') : null),
+      el('td', { dataLabel: 'Audience' }, d.audience || el('span', { class: 'muted' }, NOT_KNOWN)),
+      el('td', { class: d.externalUserId ? 'mono' : '', dataLabel: 'User id' }, d.externalUserId || el('span', { class: 'muted' }, NOT_KNOWN)),
+      el('td', { dataLabel: 'Source' }, SOURCES[d.source] || d.source || '—'));
   });
   $('dl-rows').replaceChildren(...rows);
   show($('dl-empty'), rows.length === 0);
+  const hiddenRetried = all.length - dlItems.length;
+  $('dl-empty').textContent = hiddenRetried > 0 ? `No dead letters waiting (${fmtNum(hiddenRetried)} already retried: tick “Show retried” to see them).` : 'No dead letters.';
   const shown = $('dl-shown');
-  show(shown, dlItems.length >= 100);
-  shown.textContent = dlItems.length >= 100 ? `Showing the first ${fmtNum(dlItems.length)}; filter by reason to see others.` : '';
+  show(shown, all.length >= 100);
+  shown.textContent = all.length >= 100 ? `Showing the newest ${fmtNum(all.length)}; filter by reason to see others.` : '';
   $('dl-all').checked = false;
   updateRetrySelected();
 
   const present = Object.keys(counts).length ? Object.keys(counts).sort() : Object.keys(REASONS).sort();
-  $('dl-glossary-list').replaceChildren(...present.flatMap((k) => [el('dt', null, el('code', null, k)), el('dd', null, explain(k))]));
+  $('dl-glossary-list').replaceChildren(...present.flatMap((k) => [el('dt', null, ...reasonHead(k)), el('dd', null, explain(k) + retryAdvice(k))]));
 }
 
 function pickedIds() {
@@ -778,7 +1114,7 @@ async function retry(body, btn) {
     const r = await api('POST', '/api/dead-letters/retry', body);
     setMsg($('dl-msg'), retrySummary(r));
   } catch (e) {
-    setMsg($('dl-msg'), describe(e), true);
+    setMsg($('dl-msg'), e, true);
   } finally {
     btn.disabled = false;
     loadDeadLetters();
@@ -808,13 +1144,14 @@ function renderConnection(c) {
   b.textContent = AUTH_LABEL[st] || st;
   b.className = `badge state-${st}`;
   b.dataset.state = st;
-  $('conn-help').textContent = AUTH_HELP[st] || '';
-  const regions = Array.isArray(c.loggedInRegions) && c.loggedInRegions.length ? ` · logged in for ${c.loggedInRegions.join(', ')}` : '';
-  $('conn-since').textContent = `region ${c.region || '—'}${c.loggedInAtMs ? ` · since ${new Date(c.loggedInAtMs).toLocaleString()}` : ''}${regions}`;
-  $('conn-store').textContent = c.secretStore ? `Secrets are kept in: ${({ keychain: 'the OS keychain', file: 'a private file (mode 0600)', environment: 'environment variables' })[c.secretStore] || c.secretStore}.` : '';
+  $('conn-help').textContent = connHelp(c);
+  const li = Array.isArray(c.loggedInRegions) ? c.loggedInRegions : [];
+  $('conn-since').textContent = `Active region: ${regionName(c.region)} · Logged in for: ${li.length ? li.map(regionName).join(', ') : 'no region yet'}${c.loggedInAtMs ? ` · last login ${new Date(c.loggedInAtMs).toLocaleString()}` : ''}`;
+  $('conn-store').textContent = c.secretStore ? `Your Amazon secrets are kept in ${({ keychain: 'your system keychain', file: 'a private file only you can read', environment: 'environment variables' })[c.secretStore] || c.secretStore}.` : '';
   const w = $('conn-store-warning');
   show(w, !!c.secretStoreWarning);
-  w.textContent = c.secretStoreWarning || '';
+  $('conn-store-warning-text').textContent = storeWarningText(c.secretStoreWarning);
+  $('conn-store-warning-raw').textContent = c.secretStoreWarning || '';
   if (c.region && document.activeElement !== $('region-select')) $('region-select').value = c.region;
   $('redirect-uri').textContent = c.redirectUri || `${location.origin}/api/login/callback`;
 
@@ -828,10 +1165,33 @@ function renderConnection(c) {
   $('logout-button').disabled = st === 'no_credentials' && !hasClient;
 
   const profiles = c.profiles || [];
+  $('profiles-caption').textContent = `Profiles found in ${regionName(c.region)}`;
   $('profile-rows').replaceChildren(...profiles.map((p) => el('tr', { dataTestid: 'profile-row', dataProfileId: String(p.profileId) },
-    el('td', { class: 'mono' }, String(p.profileId)), el('td', null, p.name || '—'), el('td', null, p.type || '—'),
+    el('td', { class: 'mono' }, String(p.profileId)), el('td', null, c.region || '—'), el('td', null, p.name || '—'), el('td', null, p.type || '—'),
     el('td', null, p.countryCode || '—'), el('td', null, p.currencyCode || '—'))));
   show($('profiles-empty'), profiles.length === 0);
+}
+
+// "You haven't logged in for EU yet…" when the active region never had a login; else the state's text.
+function connHelp(c) {
+  const st = c.state || 'unknown';
+  const li = Array.isArray(c.loggedInRegions) ? c.loggedInRegions : [];
+  if (st === 'needs_login' && c.region && !li.includes(c.region)) return notLoggedInText(c.region, li);
+  return CONN_HELP[st] || '';
+}
+
+function notLoggedInText(region, loggedIn) {
+  const others = loggedIn.filter((r) => r !== region);
+  return `You haven't logged in for ${region} yet. Log in with Amazon for ${region} below${others.length ? ` (your ${others.join(' and ')} login is kept)` : ''}.`;
+}
+
+function storeWarningText(raw) {
+  if (!raw) return '';
+  if (/keychain/i.test(raw)) {
+    const m = /kept in (.+?) \(mode 0600\)/.exec(raw);
+    return `Your system keychain isn't available, so your Amazon secrets are stored in a private file only you can read (${m ? m[1] : 'in the AMC Sync data folder'}).`;
+  }
+  return 'There is a problem with where your Amazon secrets are stored; see the technical details.';
 }
 
 async function startLogin(ev) {
@@ -866,7 +1226,7 @@ async function startLogin(ev) {
     start = await api('POST', '/api/login/start', body);
   } catch (e) {
     if (win) win.close();
-    setMsg(msg, describe(e), true);
+    setMsg(msg, e, true);
     btn.disabled = false;
     return;
   }
@@ -907,14 +1267,15 @@ function pollLogin(state, deadline, btn) {
         return;
       }
       if (r.state === 'error') {
-        setMsg(msg, `Login failed: ${r.message || 'Amazon refused the login'}`, true);
+        const words = (r.code && ERROR_TEXT[r.code]) || r.message || 'Amazon refused the login.';
+        setMsg(msg, [`Login failed: ${words}`, ...(r.code ? [' ', el('small', { class: 'err-code', title: r.message || '' }, r.code)] : [])], true);
         btn.disabled = false;
         loadConnection();
         return;
       }
     } catch (e) {
       if (e.status === 401) return;
-      setMsg(msg, describe(e), true);
+      setMsg(msg, e, true);
       if (e.status && e.status >= 400 && e.status < 500) {
         btn.disabled = false;
         return;
@@ -934,7 +1295,7 @@ async function logout() {
     await api('POST', '/api/logout');
     setMsg($('login-msg'), 'Logged out. Uploads wait until you log in again.');
   } catch (e) {
-    setMsg($('login-msg'), describe(e), true);
+    setMsg($('login-msg'), e, true);
   } finally {
     btn.disabled = false;
     loadConnection();
@@ -950,15 +1311,30 @@ async function switchRegion(ev) {
     setMsg(msg, `Already on ${region}.`);
     return;
   }
+  const from = connection && connection.region;
+  const li = (connection && Array.isArray(connection.loggedInRegions)) ? connection.loggedInRegions : [];
+  const text = [`Switch to ${region}? Your audiences will be created again in ${region} on their next upload.`];
+  if (from) text.push(`People already uploaded in ${from} are not copied over.`);
+  if (!li.includes(region)) text.push(`You need to log in once for ${region}${from && li.includes(from) ? `; your ${from} login is kept` : ''}.`);
+  else if (from && li.includes(from)) text.push(`Your ${from} login is kept.`);
+  const ok = await confirmAction(`Switch to ${regionName(region)}?`, text.join(' '), `Switch to ${region}`);
+  if (!ok) {
+    if (from) $('region-select').value = from;
+    return;
+  }
   $('region-apply').disabled = true;
   setMsg(msg, 'Switching…');
   try {
     const c = await api('PUT', '/api/region', { region });
     if (c && c.state) renderConnection(c);
     else loadConnection();
-    setMsg(msg, `Region is now ${(c && c.region) || region}.${c && c.state === 'needs_login' ? ' Log in for this region.' : ''}`);
+    const now = (c && c.region) || region;
+    const cli = (c && Array.isArray(c.loggedInRegions)) ? c.loggedInRegions : [];
+    let extra = '';
+    if (c && c.state === 'needs_login') extra = ` ${cli.includes(now) ? CONN_HELP.needs_login : notLoggedInText(now, cli)}`;
+    setMsg(msg, `Region is now ${now}.${extra}`, false, !!extra);
   } catch (e) {
-    setMsg(msg, describe(e), true);
+    setMsg(msg, e, true);
     if (connection && connection.region) $('region-select').value = connection.region;
   } finally {
     $('region-apply').disabled = false;
@@ -1020,7 +1396,7 @@ async function saveSettings(ev) {
     setMsg(msg, `Saved.${body.scheduleIntervalSecs !== undefined ? ' The new schedule applies now.' : ''}${later ? ' The drop folder and profile apply at the next start of the agent.' : ''}`);
     loadSettings();
   } catch (e) {
-    if (!(e.field && fieldError(f, e.field, e.message))) setMsg(msg, describe(e), true);
+    if (!(e.field && fieldError(f, e.field, e.message))) setMsg(msg, e, true);
     else setMsg(msg, 'Not saved.', true);
   } finally {
     $('settings-save').disabled = false;
@@ -1040,7 +1416,7 @@ async function rotateWriteKey() {
     loadSettings();
     pollNow();
   } catch (e) {
-    setMsg($('wk-msg'), describe(e), true);
+    setMsg($('wk-msg'), e, true);
   } finally {
     btn.disabled = false;
   }
@@ -1049,8 +1425,7 @@ async function rotateWriteKey() {
 // ---------------------------------------------------------------- wiring
 
 function wire() {
-  $('btn-upload').addEventListener('click', (e) => statusAction(e.currentTarget, 'POST', '/api/flush',
-    (r) => (r && r.flushing ? 'Upload started.' : 'Upload requested.')));
+  $('btn-upload').addEventListener('click', uploadNow);
   $('btn-pause').addEventListener('click', (e) => statusAction(e.currentTarget, 'POST', '/api/pause',
     () => 'Uploads paused. Events are still received and queued.'));
   $('btn-resume').addEventListener('click', (e) => statusAction(e.currentTarget, 'POST', '/api/resume', () => 'Uploads resumed.'));
@@ -1072,13 +1447,49 @@ function wire() {
     for (const c of document.querySelectorAll('.dl-pick:not(:disabled)')) c.checked = e.target.checked;
     updateRetrySelected();
   });
-  $('dl-retry-selected').addEventListener('click', (e) => retry({ ids: pickedIds() }, e.currentTarget));
+  $('dl-show-retried').addEventListener('change', loadDeadLetters);
+  $('dl-retry-selected').addEventListener('click', async (e) => {
+    const btn = e.currentTarget;
+    const picked = [...document.querySelectorAll('.dl-pick:checked')];
+    const futile = picked.filter((c) => REASONS[c.dataset.reason] && REASONS[c.dataset.reason].retry === 'futile').length;
+    if (futile) {
+      const ok = await confirmAction('Retry records Amazon refused?',
+        `${futile === 1 ? '1 selected record was' : `${fmtNum(futile)} selected records were`} refused by Amazon. ${explain('amazon_invalid_record')} Retry anyway?`, 'Retry anyway');
+      if (!ok) return;
+    }
+    retry({ ids: pickedIds() }, btn);
+  });
   $('dl-retry-reason').addEventListener('click', async (e) => {
     const reason = $('dl-reason').value;
     if (!reason) return;
     const btn = e.currentTarget;
-    const ok = await confirmAction(`Retry every “${reason}” dead letter?`, `${explain(reason)} Records that still have their hashed data go back into the queue.`, 'Retry all');
+    const futile = REASONS[reason] && REASONS[reason].retry === 'futile';
+    const ok = futile
+      ? await confirmAction(`Retry every “${reasonTitle(reason)}” dead letter?`, `${explain(reason)} Retry anyway?`, 'Retry anyway')
+      : await confirmAction(`Retry every “${reasonTitle(reason)}” dead letter?`, `${explain(reason)}${retryAdvice(reason)} Records that still have their hashed data go back into the queue.`, 'Retry all');
     if (ok) retry({ reason }, btn);
+  });
+
+  // Audience form: country shown upper-cased as typed; advertiser id flagged when not digits.
+  $('f-country').addEventListener('input', (e) => {
+    const i = e.target;
+    const up = i.value.toUpperCase();
+    if (up !== i.value) {
+      const [a, b] = [i.selectionStart, i.selectionEnd];
+      i.value = up;
+      i.setSelectionRange(a, b);
+    }
+  });
+  $('f-adv').addEventListener('input', (e) => {
+    const f = $('aud-form');
+    const v = e.target.value.trim();
+    const slot = $('f-adv-err');
+    if (v && !/^[0-9]+$/.test(v)) {
+      fieldError(f, 'advertiserId', 'Digits only (0–9): an advertiser id has no letters or other characters');
+    } else if (e.target.getAttribute('aria-invalid') === 'true') {
+      slot.textContent = '';
+      e.target.removeAttribute('aria-invalid');
+    }
   });
 
   $('region-form').addEventListener('submit', switchRegion);
@@ -1133,7 +1544,7 @@ function start() {
   show($('nav'), true);
   lastRaw = '';
   lastSignature = '';
-  if (!/^#\/?[a-z-]+$/.test(location.hash)) history.replaceState(null, '', location.pathname + location.search + '#/status');
+  if (!/^#\/?[a-z-]+(\?[^#]*)?$/.test(location.hash)) history.replaceState(null, '', location.pathname + location.search + '#/status');
   route();
   if (document.visibilityState === 'visible') startPolling();
 }

@@ -151,8 +151,19 @@ const routeStatus = {};
 async function probeRoutes() {
   for (const [m, p] of ROUTES) {
     const res = await fetch(AGENT + p, { method: 'GET', headers: { Authorization: `Bearer ${TOKEN}` } });
-    await res.arrayBuffer();
-    routeStatus[`${m} ${p}`] = res.status === 404 ? 'missing' : res.status === 405 && m === 'GET' ? 'wrong method?' : 'present';
+    const body = await res.text();
+    // A served route may answer 404 itself (GET /api/login/status without a known state); the
+    // agent's "no such route" answer says so, or carries no JSON error at all.
+    let routeMissing = res.status === 404;
+    if (routeMissing) {
+      try {
+        const j = JSON.parse(body);
+        routeMissing = !j || !j.code || /no such (admin route|page)/.test(j.message || '');
+      } catch {
+        routeMissing = true;
+      }
+    }
+    routeStatus[`${m} ${p}`] = routeMissing ? 'missing' : res.status === 405 && m === 'GET' ? 'wrong method?' : 'present';
     if (m !== 'GET' && res.status === 405) routeStatus[`${m} ${p}`] = 'present';
   }
 }
@@ -331,6 +342,11 @@ async function main() {
       await page.locator(tid('pause')).click();
       await waitFor('paused badge true', async () => (await page.locator(tid('paused')).getAttribute('data-paused')) === 'true');
       assert(await page.locator(tid('pause')).isDisabled(), 'Pause still enabled while paused');
+      assert(await page.locator(tid('upload-now')).isDisabled(), 'Upload now enabled while paused');
+      const hint = await text(tid('upload-hint'));
+      assert(/Uploads are paused — press Resume uploads first/.test(hint), `paused hint: ${hint}`);
+      const note = await text(tid('auth-paused-note'));
+      assert(/new events are still queued/.test(note) && (await page.locator(tid('auth-paused-note')).isVisible()), `Amazon Ads card while paused: ${note}`);
       await page.locator(tid('resume')).click();
       await waitFor('paused badge false', async () => (await page.locator(tid('paused')).getAttribute('data-paused')) === 'false');
     });
@@ -364,7 +380,19 @@ async function main() {
       assert(last && Number(last) > 0, 'last upload not shown');
       const aid = (await page.locator(`${tid('audience-row')}[data-key="vip_browser"] td.mono`).textContent()).trim();
       assert(/^\d+$/.test(aid), `no Amazon audienceId in the row: ${aid}`);
-      return `pending ${before} → 0, uploaded ${up}, audienceId ${aid}, last upload "${await text(tid('last-upload'))}"`;
+      // The result replaces "Upload started": invalid_browser_1 is refused by the sandbox's job.
+      const result = await waitFor('upload result with a rejection', async () => {
+        const t = await text('#status-action-msg');
+        if (/\[.*HTTP/.test(t)) throw new Error(t);
+        return /^Upload finished: \d+ sent, [1-9]\d* rejected by Amazon — see Dead letters$/.test(t) ? t : false;
+      }, 60000);
+      const rej = await waitFor('rejection shown in the vip_browser row', async () => {
+        const t = await page.locator(`${tid('audience-row')}[data-key="vip_browser"] ${tid('audience-rejected')}`).textContent().catch(() => '');
+        return /record(s)? rejected by Amazon — see Dead letters/.test(t) ? t : false;
+      }, 10000);
+      const href = await page.locator(`${tid('audience-row')}[data-key="vip_browser"] ${tid('audience-rejected')} a`).getAttribute('href');
+      assert(href === '#/dead-letters?audience=vip_browser', `rejection link: ${href}`);
+      return `pending ${before} → 0, uploaded ${up}, audienceId ${aid}, last upload "${await text(tid('last-upload'))}"; "${result}"; row: "${rej.trim()}"`;
     });
 
     await step('sparkline drawn from uploadsByHour', async () => {
@@ -386,6 +414,15 @@ async function main() {
       const tgtErr = await text('#f-adv-err');
       const ttlErr = await text('#f-ttl-err');
       assert(keyErr && ctyErr && tgtErr && ttlErr, `missing field errors: key="${keyErr}" country="${ctyErr}" target="${tgtErr}" ttl="${ttlErr}"`);
+      // Flagged while typing: an advertiser id with letters; the country shown upper-cased.
+      await page.locator('#f-adv').pressSequentially('123abc');
+      const advErr = await text('#f-adv-err');
+      assert(/Digits only/.test(advErr), `no as-you-type error for 123abc: ${advErr}`);
+      await page.fill('#f-adv', '');
+      await page.locator('#f-country').fill('');
+      await page.locator('#f-country').pressSequentially('de');
+      const cty = await page.inputValue('#f-country');
+      assert(cty === 'DE', `country shown as ${cty}`);
       assert((await page.locator('#f-key').getAttribute('aria-invalid')) === 'true', 'key not aria-invalid');
       return `key: ${keyErr}; country: ${ctyErr}; target: ${tgtErr}; ttl: ${ttlErr}`;
     });
@@ -422,7 +459,11 @@ async function main() {
       await page.fill('#f-adv', '1234567890');
       await page.locator('#aud-create').click();
       const conflict = await waitFor('conflict at the key field', async () => text('#f-key-err'), 10000);
-      return `conflict: ${conflict}`;
+      assert(conflict === "An audience named 'crm_browser' already exists — pick another key.", `conflict: ${conflict}`);
+      // DE does not fit the active region NA: the row warns.
+      const warn = await page.locator(`[data-testid="audience-list-row"][data-key="crm_browser"] ${tid('region-warning')}`).textContent();
+      assert(warn === 'crm_browser targets DE but uploads go to NA — DE audiences belong in EU.', `region warning: ${warn}`);
+      return `conflict: ${conflict}; ${warn}`;
     });
 
     // 4. Dead letters.
@@ -456,13 +497,26 @@ async function main() {
       await page.selectOption('#dl-reason', '');
       const row = page.locator(`${tid('dead-letter-row')}[data-reason^="amazon_"]`).first();
       await row.waitFor({ timeout: 10000 });
+      const rowReason = await row.getAttribute('data-reason');
+      const rowId = await row.getAttribute('data-id');
       await row.locator('input.dl-pick').check();
       await page.locator('#dl-retry-selected').click();
+      // Retrying what Amazon refused sends the identical record: the dashboard asks first.
+      if (rowReason === 'amazon_invalid_record') {
+        const warnText = await page.locator('#confirm-text').textContent({ timeout: 5000 });
+        assert(/will fail again/.test(warnText), `confirmation text: ${warnText}`);
+        await confirmDialog();
+      }
       const msg = await waitFor('retry message', async () => {
         const t = await text('#dl-msg');
         return /re-queued|Retrying/.test(t) && !/Retrying/.test(t) ? t : (/\[/.test(t) ? Promise.reject(new Error(t)) : false);
       }, 10000);
       assert(/1 re-queued/.test(msg), `retry said: ${msg}`);
+      // Retried rows are hidden unless "Show retried" is ticked.
+      await waitFor('retried row hidden', async () => (await page.locator(`${tid('dead-letter-row')}[data-id="${rowId}"]`).count()) === 0, 10000);
+      await page.locator(tid('dl-show-retried')).check();
+      await waitFor('retried row shown again', async () => (await page.locator(`${tid('dead-letter-row')}[data-id="${rowId}"]`).count()) === 1, 10000);
+      await page.locator(tid('dl-show-retried')).uncheck();
       return msg;
     });
 
@@ -494,11 +548,15 @@ async function main() {
       try {
         await page.selectOption(tid('region-select'), 'EU');
         await page.locator('#region-apply').click();
+        const confirmText = await page.locator('#confirm-text').textContent({ timeout: 5000 });
+        if (!/Switch to EU\? Your audiences will be created again in EU on their next upload\. People already uploaded in NA are not copied over\. You need to log in once for EU; your NA login is kept\./.test(confirmText)) problems.push(`confirmation: ${confirmText}`);
+        await confirmDialog();
         m = await waitFor('region switched', async () => {
           const t = await text('#region-msg');
           if (/\[.*HTTP/.test(t)) throw new Error(t);
           return /Region is now EU/.test(t) ? t : false;
         }, 10000);
+        if (!/You haven't logged in for EU yet\. Log in with Amazon for EU below \(your NA login is kept\)\./.test(m)) problems.push(`after switching: ${m}`);
         // No refresh token for EU yet: the connection says so.
         connEu = await waitFor('connection state for EU', async () => {
           const st = await page.locator('#conn-state').getAttribute('data-state');
@@ -512,6 +570,7 @@ async function main() {
         await nav('connection');
         await page.selectOption(tid('region-select'), 'NA');
         await page.locator('#region-apply').click();
+        if (await page.locator('#confirm-dialog[open]').count()) await confirmDialog();
         await waitFor('region back to NA', async () => /Region is now NA|Already on NA/.test(await text('#region-msg')), 10000);
       }
       if (problems.length) throw new Error(problems.join(' | '));
@@ -546,6 +605,11 @@ async function main() {
       }, 10000);
       const help = await text('#auth-help');
       assert(/log in/i.test(help), `no what-to-do text for ${auth}: ${help}`);
+      const badge = await waitFor('Waiting for login badge', async () => ((await text(tid('paused'))) === 'Waiting for login' ? 'Waiting for login' : false), 10000);
+      assert(await page.locator(tid('upload-now')).isDisabled(), 'Upload now enabled without a login');
+      const hint = await text(tid('upload-hint'));
+      assert(/Log in with Amazon first/.test(hint), `upload hint without a login: ${hint}`);
+      assert(/after you log in/.test(await text('#next-upload')), 'next upload does not wait for the login');
       return `connection ${st}, status ${auth}: "${help}"`;
     });
 
@@ -586,9 +650,14 @@ async function main() {
       // A fresh install has no client id stored; simulate that view of the connection and check the
       // form asks for both values and sends them with /api/login/start (the real agent then logs in).
       await page.route('**/api/connection', async (route) => {
-        const res = await route.fetch();
-        const json = await res.json();
-        await route.fulfill({ response: res, json: { ...json, clientId: null } });
+        // A request still in flight when the route is removed is already handled: ignore it.
+        try {
+          const res = await route.fetch();
+          const json = await res.json();
+          await route.fulfill({ response: res, json: { ...json, clientId: null } });
+        } catch {
+          /* unrouted meanwhile */
+        }
       });
       let startBody = null;
       const onReq = (r) => {
@@ -688,6 +757,11 @@ async function main() {
           const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
           if (over > 1) wide.push(`${v} +${over}px`);
           await page.screenshot({ path: path.join(ART, `narrow-${v}.png`), fullPage: true });
+          if (v === 'dead-letters' || v === 'status') {
+            const sel = v === 'status' ? tid('audience-row') : tid('dead-letter-row');
+            const disp = await page.locator(sel).first().evaluate((r) => getComputedStyle(r).display).catch(() => 'none');
+            if (disp !== 'block') wide.push(`${v} rows are not stacked cards (display ${disp})`);
+          }
         }
       } finally {
         await page.setViewportSize({ width: 1280, height: 900 });
