@@ -28,7 +28,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::mapping::{MAX_MAPPINGS, Mapping, MappingSet};
-use crate::pii::{Country, Profile};
+use crate::pii::Profile;
 
 /// Name of the environment variable that points at the config file.
 pub const ENV_CONFIG: &str = "AMC_SYNC_CONFIG";
@@ -614,40 +614,10 @@ pub fn validate_redirect_uri(uri: &str) -> Result<(SocketAddr, String), String> 
     Ok((SocketAddr::new(ip, port), path.to_string()))
 }
 
+/// The config's audience rules: the same as `amc-sync audiences create` and
+/// `POST /api/audiences` ([`crate::agent::audiences::validate`], one place),
+/// plus the config-only `name` (10–128 characters).
 fn validate_audience(a: &AudienceConfig) -> Result<(), String> {
-    if a.key.is_empty()
-        || a.key.len() > 128
-        || !a
-            .key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-    {
-        return Err(format!(
-            "audience key {:?} must be 1–128 characters of letters, digits, _ - . :",
-            a.key
-        ));
-    }
-    match (&a.advertiser_id, &a.connection_id) {
-        (Some(_), Some(_)) => {
-            return Err(format!(
-                "audience {:?}: set advertiser_id or connection_id, not both",
-                a.key
-            ));
-        }
-        (None, None) => {
-            return Err(format!(
-                "audience {:?}: needs advertiser_id (DSP) or connection_id (AMC)",
-                a.key
-            ));
-        }
-        _ => {}
-    }
-    Country::parse(&a.country_code).map_err(|_| {
-        format!(
-            "audience {:?}: country_code {:?} is not an ISO 3166-1 alpha-2 code",
-            a.key, a.country_code
-        )
-    })?;
     if let Some(n) = &a.name {
         let len = n.chars().count();
         if !(10..=128).contains(&len) {
@@ -657,36 +627,43 @@ fn validate_audience(a: &AudienceConfig) -> Result<(), String> {
             ));
         }
     }
-    if a.description.chars().count() > 1000 {
-        return Err(format!(
-            "audience {:?}: description must be at most 1,000 characters",
-            a.key
-        ));
-    }
-    if a.ttl_secs.is_some_and(|t| t > MAX_TTL_SECS) {
-        return Err(format!(
-            "audience {:?}: ttl_secs must be 0–{MAX_TTL_SECS} seconds",
-            a.key
-        ));
-    }
-    match (&a.cpm_cents, &a.currency) {
-        (Some(_), Some(c)) if CURRENCIES.contains(&c.as_str()) => {}
-        (Some(_), Some(c)) => {
-            return Err(format!(
-                "audience {:?}: currency {c:?} is not one Amazon accepts ({})",
-                a.key,
-                CURRENCIES.join(" ")
-            ));
-        }
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(format!(
-                "audience {:?}: cpm_cents and currency go together",
-                a.key
-            ));
-        }
-        (None, None) => {}
-    }
-    Ok(())
+    let input = crate::agent::audiences::AudienceInput {
+        key: a.key.clone(),
+        country_code: a.country_code.clone(),
+        description: Some(a.description.clone()),
+        advertiser_id: a.advertiser_id.as_ref().map(|d| d.0.clone()),
+        connection_id: a.connection_id.clone(),
+        external_audience_id: a.external_audience_id.clone(),
+        ttl_secs: a.ttl_secs,
+        cpm_cents: a.cpm_cents,
+        currency: a.currency.clone(),
+    };
+    crate::agent::audiences::validate(input)
+        .map(|_| ())
+        .map_err(|e| {
+            // The config spells fields in snake_case.
+            let mut field = String::new();
+            for ch in e.field.chars() {
+                if ch.is_ascii_uppercase() {
+                    field.push('_');
+                    field.push(ch.to_ascii_lowercase());
+                } else {
+                    field.push(ch);
+                }
+            }
+            let mut message = e.message.clone();
+            for (api, cfg) in [
+                ("advertiserId", "advertiser_id"),
+                ("connectionId", "connection_id"),
+                ("cpmCents", "cpm_cents"),
+                ("ttlSecs", "ttl_secs"),
+                ("countryCode", "country_code"),
+                ("externalAudienceId", "external_audience_id"),
+            ] {
+                message = message.replace(api, cfg);
+            }
+            format!("audience {:?}: {field}: {message}", a.key)
+        })
 }
 
 /// Per-OS locations from `directories` (qualifier `com`, organization
@@ -821,5 +798,25 @@ country_code = "US"
         ] {
             assert!(parse(t).is_err(), "accepted: {t}");
         }
+    }
+
+    #[test]
+    fn config_audiences_follow_the_same_rules_as_the_cli_and_api() {
+        let base = "[[audiences]]\nkey = \"vip\"\ncountry_code = \"US\"\n";
+        let err = |extra: &str| {
+            Config::from_toml_str(&format!("{base}{extra}"), "c.toml")
+                .unwrap_err()
+                .message
+        };
+        let both = err("advertiser_id = 1\nconnection_id = \"c\"\n");
+        assert!(
+            both.contains(
+                "audience \"vip\": connection_id: give advertiser_id or connection_id, not both"
+            ),
+            "{both}"
+        );
+        assert!(err("advertiser_id = 1\ncurrency = \"USD\"\n").contains("cpm_cents"));
+        assert!(err("connection_id = \"c\"\nname = \"short\"\n").contains("name must be 10"));
+        assert!(Config::from_toml_str(&format!("{base}advertiser_id = 12\n"), "c.toml").is_ok());
     }
 }
