@@ -173,6 +173,21 @@ fn login_through_the_agent_lists_profiles_stores_secrets_and_uploads_resume() {
     assert_eq!(v["secretStore"], "file", "{v}");
     assert_eq!(v["clientSecretStored"], true, "{v}");
     assert_eq!(v["loggedInRegions"], serde_json::json!(["NA"]), "{v}");
+    // `status` checks the fallback file's mode instead of assuming it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let f = dir.path().join("credentials.json");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let out = amc(dir.path()).arg("status").output().expect("status");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("secrets:     file"), "{text}");
+        assert!(
+            text.contains("readable by other users (mode 644)"),
+            "{text}"
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
 
     // The running agent uploads with the new login, without a restart.
     let out = amc(dir.path())

@@ -176,11 +176,25 @@ fn status_inner(args: &StatusArgs) -> Result<(), Failure> {
         println!(
             "secrets:     {store}{}   profiles: {profiles}",
             if store == "file" {
-                " (0600 file in the data dir: no OS keychain was available)"
+                " (credentials.json in the data dir: no OS keychain was available)"
             } else {
                 ""
             }
         );
+        #[cfg(unix)]
+        if store == "file" {
+            use std::os::unix::fs::PermissionsExt;
+            let file = data_dir.join(amc_sync::secrets::SECRETS_FILE);
+            if let Ok(m) = std::fs::metadata(&file)
+                && m.permissions().mode() & 0o077 != 0
+            {
+                println!(
+                    "             WARNING: {} is readable by other users (mode {:o}): run `chmod 600` on it",
+                    file.display(),
+                    m.permissions().mode() & 0o777
+                );
+            }
+        }
     }
     if let Some(s) = &sync {
         let when = |ms: Option<i64>| {
