@@ -423,7 +423,14 @@ async fn run_action(app: &AppHandle, id: &str) {
                 admin
                     .post("/api/logout", None)
                     .await
-                    .map(|_| "Logged out of Amazon (the queue is kept)".to_string())
+                    .map(|v| {
+                        if v["environmentCredentials"].as_bool() == Some(true) {
+                            "Stored login removed, but AMC_SYNC_* credentials in the environment still apply"
+                                .to_string()
+                        } else {
+                            "Logged out of Amazon (the queue is kept)".to_string()
+                        }
+                    })
                     .map_err(|e| action_error("Log out", &e))
             } else {
                 login(app, &admin).await

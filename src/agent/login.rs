@@ -844,8 +844,13 @@ mod routes {
                     secrets_removed = out.secrets_removed,
                     "logged out of Amazon Ads"
                 );
-                axum::Json(json!({"loggedOut": true, "secretsRemoved": out.secrets_removed}))
-                    .into_response()
+                // AMC_SYNC_CLIENT_ID/_SECRET/_REFRESH_TOKEN in the agent's
+                // environment still apply after a logout: say so.
+                axum::Json(
+                    json!({"loggedOut": true, "secretsRemoved": out.secrets_removed,
+                    "environmentCredentials": credentials::from_env().is_some()}),
+                )
+                .into_response()
             }
             Err(e) => error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -4,17 +4,23 @@
 What it does:
   1. starts `amc-sync sandbox` (the fake Amazon Ads API) on an ephemeral port with fixed
      LWA credentials, and writes a temp config whose api_base_url points at it;
-  2. starts `tauri-driver --port 4444 --native-port 4445` (under `timeout`) with the
-     credentials in its environment, and opens a WebDriver session on the tray app
+  2. stores the sandbox's credentials in the data dir (`amc-sync login --from-env`, file
+     secret store: credentials in the environment would override any logout), then starts
+     `tauri-driver --port 4444 --native-port 4445` (under `timeout`) with HOME and the XDG
+     dirs pointing into the temp dir (the autostart entry lands there, never in the real
+     user's ~/.config/autostart), and opens a WebDriver session on the tray app
      (`--data-dir`/`--config` passed as arguments), which runs the agent in-process;
   3. checks: the window opens on the agent's dashboard URL; the in-process agent answers
      (healthz, admin status with the token from <data dir>/agent.json); the dashboard shows
      live status (data-testid auth-state, pending-total); a Segment batch sent to the agent's
      /v1/batch with the data dir's write key shows up as pending; clicking upload-now makes
      the agent upload (the sandbox's GET /__sandbox/received holds the records);
-  4. optionally clicks the tray menu's "Upload now"/"Pause" over D-Bus (dbusmenu), when the
-     tray is exported on the session bus;
-  5. SIGTERM to the app: the in-process agent shuts down cleanly (agent.json loses its pid).
+  4. clicks the tray menu over D-Bus (dbusmenu), when the tray is exported on the session
+     bus: Upload now, Pause/Resume, Region, then (after the single-instance check) Log out
+     (GET /api/connection -> no_credentials, "Log in…", amber icon) and Start at login
+     (check item and <HOME>/.config/autostart/<app>.desktop on, then off again);
+  5. Quit from the tray menu (else SIGTERM): the in-process agent shuts down cleanly
+     (agent.json loses its pid).
 
 Must run under `xvfb-run -a` and `dbus-run-session` (see ../../ci.sh). Screenshots go to
 artifacts/. Prints `N passed, N failed, N skipped` and exits non-zero on any failure.
@@ -37,6 +43,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+import zlib
 
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
@@ -288,6 +295,95 @@ def tray_icon_name(bus, path):
     return r.stdout.strip()
 
 
+def tray_icon_path(bus, path):
+    """The icon file the tray currently shows (from IconName), or None."""
+    m = re.search(r"<'([^']+)'>", tray_icon_name(bus, path))
+    return m.group(1) if m else None
+
+
+def png_rgba(data):
+    """Decodes an 8-bit, non-interlaced RGB/RGBA PNG (as tray-icon and gen_icons.py write
+    them) into (width, height, bytes of RGBA rows). Standard library only."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    pos, idat, ihdr = 8, b"", None
+    while pos < len(data):
+        length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        chunk = data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            ihdr = chunk
+        elif kind == b"IDAT":
+            idat += chunk
+        elif kind == b"IEND":
+            break
+    width, height = int.from_bytes(ihdr[0:4], "big"), int.from_bytes(ihdr[4:8], "big")
+    depth, ctype, interlace = ihdr[8], ihdr[9], ihdr[12]
+    if depth != 8 or ctype not in (2, 6) or interlace:
+        raise ValueError(f"unsupported PNG (depth {depth}, color type {ctype}, interlace {interlace})")
+    bpp = 4 if ctype == 6 else 3
+    raw, stride = zlib.decompress(idat), width * bpp
+    out, prev, i = bytearray(), bytearray(stride), 0
+    for _ in range(height):
+        ftype, line = raw[i], bytearray(raw[i + 1:i + 1 + stride])
+        i += 1 + stride
+        for x in range(stride):
+            a = line[x - bpp] if x >= bpp else 0
+            b = prev[x]
+            c = prev[x - bpp] if x >= bpp else 0
+            if ftype == 1:
+                line[x] = (line[x] + a) & 0xFF
+            elif ftype == 2:
+                line[x] = (line[x] + b) & 0xFF
+            elif ftype == 3:
+                line[x] = (line[x] + (a + b) // 2) & 0xFF
+            elif ftype == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
+        prev = line
+        if bpp == 4:
+            out += line
+        else:
+            for x in range(0, stride, 3):
+                out += line[x:x + 3] + b"\xff"
+    return width, height, bytes(out)
+
+
+def tray_icon_state(bus, path):
+    """Which of src-tauri/icons/tray-<state>-64.png the tray shows (pixel-exact), or None."""
+    icon = tray_icon_path(bus, path)
+    if not icon:
+        return None
+    with open(icon, "rb") as f:
+        shown = png_rgba(f.read())
+    for state in ("ok", "working", "attention", "paused"):
+        with open(os.path.join(SRC_TAURI, "icons", f"tray-{state}-64.png"), "rb") as f:
+            if png_rgba(f.read()) == shown:
+                return state
+    return "unknown"
+
+
+def menu_toggle_state(bus, path, label):
+    """A check item's dbusmenu toggle-state (0/1), or None when the item is missing."""
+    for _, lab, props in menu_items(bus, path):
+        if lab == label:
+            m = re.search(r"'toggle-state': <(-?\d+)>", props)
+            return int(m.group(1)) if m else None
+    return None
+
+
+def proc_environ(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return dict(kv.decode("utf-8", "replace").split("=", 1)
+                    for kv in f.read().split(b"\0") if b"=" in kv)
+
+
+def autostart_entries(home):
+    d = os.path.join(home, ".config", "autostart")
+    return sorted(n for n in os.listdir(d) if n.endswith(".desktop")) if os.path.isdir(d) else []
+
+
 def main():
     amc_sync = find_bin("AMC_SYNC_BIN", os.path.join(REPO, "target", "debug", "amc-sync"))
     tray = find_bin("AMC_SYNC_TRAY_BIN", os.path.join(REPO, "target-tray", "debug", "amc-sync-tray"))
@@ -302,6 +398,10 @@ def main():
     workdir = tempfile.mkdtemp(prefix="amc-sync-tray-e2e-")
     data_dir = os.path.join(workdir, "data")
     config = os.path.join(workdir, "config.toml")
+    # The app's HOME (and XDG dirs): "Start at login" writes <HOME>/.config/autostart/ there
+    # (auto-launch uses $HOME, not XDG_CONFIG_HOME), never in the real user's.
+    fake_home = os.path.join(workdir, "home")
+    real_autostart = autostart_entries(os.path.expanduser("~"))
     sandbox = driver_proc = driver = None
     app_pid = None
     try:
@@ -311,15 +411,31 @@ def main():
         write_config(config, sandbox_url, agent_port)
         print(f"sandbox {sandbox_url}; agent will listen on {agent_url}; workdir {workdir}", flush=True)
 
-        env = dict(os.environ)
+        for d in ("", ".config", ".cache", ".local/share"):
+            os.makedirs(os.path.join(fake_home, d), exist_ok=True)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("AMC_SYNC_CLIENT_ID", "AMC_SYNC_CLIENT_SECRET", "AMC_SYNC_REFRESH_TOKEN")}
         env.update({
-            "AMC_SYNC_CLIENT_ID": CLIENT_ID,
-            "AMC_SYNC_CLIENT_SECRET": CLIENT_SECRET,
-            "AMC_SYNC_REFRESH_TOKEN": REFRESH_TOKEN,
             "AMC_SYNC_DATA_DIR": data_dir,  # the args below say the same
             "AMC_SYNC_CONFIG": config,
-            "RUST_LOG": env.get("RUST_LOG", "info"),
+            "AMC_SYNC_SECRET_STORE": "file",  # 0600 file in the data dir; no keychain
+            "HOME": fake_home,
+            "XDG_CONFIG_HOME": os.path.join(fake_home, ".config"),
+            "XDG_CACHE_HOME": os.path.join(fake_home, ".cache"),
+            "XDG_DATA_HOME": os.path.join(fake_home, ".local", "share"),
+            "RUST_LOG": os.environ.get("RUST_LOG", "info"),
         })
+        # Stored credentials (not the environment, which overrides a logout): the app logs
+        # in from the data dir, and "Log out" can really remove them.
+        login = subprocess.run(
+            [amc_sync, "login", "--from-env", "--data-dir", data_dir, "--config", config, "--json"],
+            env={**env, "AMC_SYNC_CLIENT_ID": CLIENT_ID, "AMC_SYNC_CLIENT_SECRET": CLIENT_SECRET,
+                 "AMC_SYNC_REFRESH_TOKEN": REFRESH_TOKEN},
+            capture_output=True, text=True, timeout=60)
+        if login.returncode != 0:
+            sys.exit(f"error: amc-sync login --from-env failed ({login.returncode}): "
+                     f"{login.stdout.strip()} {login.stderr.strip()}")
+        print(f"login --from-env: {login.stdout.strip()}", flush=True)
         driver_log = open(os.path.join(workdir, "tauri-driver.log"), "w")
         driver_proc = subprocess.Popen(
             ["timeout", "-k", "10", os.environ.get("E2E_TIMEOUT", "300"), driver_bin,
@@ -488,6 +604,94 @@ def main():
               second.returncode == 0 and pid_alive(app_pid) and st.get("pid") == app_pid and code == 200,
               f"second exit={second.returncode}, first alive={pid_alive(app_pid)}, healthz={code}")
 
+        if tray_menu:
+            bus, path = tray_menu
+
+            # Log out from the tray menu -> POST /api/logout: the stored credentials go, the
+            # connection says no_credentials, the item turns into "Log in…", the icon amber.
+            def connection():
+                code, body = http("GET", f"{agent_url}/api/connection", headers=auth_hdr)
+                return body if code == 200 and isinstance(body, dict) else {}
+
+            # The tray picks log out vs log in from its last poll: wait until it shows "Log out".
+            ready = wait_for("logged in and 'Log out' in the menu", lambda: http(
+                "GET", f"{agent_url}/api/status", headers=auth_hdr)[1].get("auth") == "ok"
+                and "Log out" in menu_label_ids(bus, path), timeout=15)
+            conn0 = connection()
+            if not check("logged in from the data dir before 'Log out'", bool(ready) and
+                         conn0.get("state") == "ok" and conn0.get("secretStore") == "file",
+                         f"state={conn0.get('state')} secretStore={conn0.get('secretStore')}"):
+                record("tray menu 'Log out'", "skipped", "not logged in with stored credentials")
+            else:
+                icon_before = tray_icon_state(bus, path)
+                menu_click(bus, path, menu_label_ids(bus, path)["Log out"])
+                out = wait_for("connection no_credentials",
+                               lambda: connection().get("state") == "no_credentials", timeout=15)
+                conn1 = connection()
+                check("tray menu 'Log out' logs out (GET /api/connection: no_credentials)", bool(out),
+                      f"state={conn1.get('state')} clientId={conn1.get('clientId')} "
+                      f"secretStore={conn1.get('secretStore')}")
+                relabel = wait_for("'Log in…' label", lambda: (lambda ids: "Log in…" in ids and
+                                                               "Log out" not in ids)(
+                    menu_label_ids(bus, path)), timeout=10)
+                check("auth item turns into 'Log in…'", bool(relabel),
+                      f"status line {menu_status_line(bus, path)!r}")
+                amber = wait_for("attention icon", lambda: tray_icon_state(bus, path) == "attention",
+                                 timeout=10)
+                st = http("GET", f"{agent_url}/api/status", headers=auth_hdr)[1]
+                check("tray state becomes attention (amber icon) after 'Log out'",
+                      bool(amber) and st.get("auth") == "no_credentials",
+                      f"icon {icon_before} -> {tray_icon_state(bus, path)}, status auth={st.get('auth')}")
+                if dashboard_served:
+                    time.sleep(2.5)  # the dashboard polls too
+                    screenshot(driver, "06-logged-out-from-tray.png")
+
+            # Start at login: the check item toggles and <HOME>/.config/autostart/<app>.desktop
+            # comes and goes. Only clicked when the app really runs with the temp HOME.
+            app_home = None
+            try:
+                app_home = proc_environ(app_pid).get("HOME") if app_pid else None
+            except OSError as e:
+                print(f"  (reading the app's environment: {e!r})")
+            if app_home != fake_home:
+                record("tray menu 'Start at login'", "failed",
+                       f"the app's HOME is {app_home!r}, not the test's {fake_home!r}: not clicked")
+            else:
+                label = "Start at login"
+                check("'Start at login' starts unchecked (no autostart entry in the temp HOME)",
+                      menu_toggle_state(bus, path, label) == 0 and not autostart_entries(fake_home),
+                      f"toggle-state={menu_toggle_state(bus, path, label)} "
+                      f"entries={autostart_entries(fake_home)}")
+                menu_click(bus, path, menu_label_ids(bus, path)[label])
+                on = wait_for("autostart on", lambda: menu_toggle_state(bus, path, label) == 1
+                              and autostart_entries(fake_home), timeout=10)
+                # The notice reaches the status line at the next poll (every 2 s).
+                said_on = wait_for("'will start at login' notice", lambda: menu_status_line(
+                    bus, path) == "AMC Sync will start at login", timeout=6)
+                entries = autostart_entries(fake_home)
+                exec_line = ""
+                if entries:
+                    with open(os.path.join(fake_home, ".config", "autostart", entries[0])) as f:
+                        exec_line = next((ln for ln in f.read().splitlines()
+                                          if ln.startswith("Exec=")), "")
+                check("tray menu 'Start at login' checks the item and writes the autostart entry",
+                      bool(on) and len(entries) == 1 and tray in exec_line and "--hidden" in exec_line
+                      and bool(said_on),
+                      f"toggle-state={menu_toggle_state(bus, path, label)} entries={entries} "
+                      f"{exec_line!r}; status line {menu_status_line(bus, path)!r}")
+                menu_click(bus, path, menu_label_ids(bus, path)[label])
+                off = wait_for("autostart off", lambda: menu_toggle_state(bus, path, label) == 0
+                               and not autostart_entries(fake_home), timeout=10)
+                said_off = wait_for("'will not start at login' notice", lambda: menu_status_line(
+                    bus, path) == "AMC Sync will not start at login", timeout=6)
+                check("'Start at login' again unchecks the item and removes the entry",
+                      bool(off) and bool(said_off), f"toggle-state={menu_toggle_state(bus, path, label)} "
+                      f"entries={autostart_entries(fake_home)}; "
+                      f"status line {menu_status_line(bus, path)!r}")
+            check("the real user's ~/.config/autostart is untouched",
+                  autostart_entries(os.path.expanduser("~")) == real_autostart,
+                  f"{real_autostart} -> {autostart_entries(os.path.expanduser('~'))}")
+
         # Quit from the tray menu (else SIGTERM, the same shutdown path): the in-process
         # agent's serve() returns, agent.json loses its pid, then the app exits.
         how = "tray menu 'Quit AMC Sync'"
@@ -519,7 +723,7 @@ def main():
         driver = webdriver.Remote(command_executor=f"http://127.0.0.1:{DRIVER_PORT}", options=opts)
         msg = wait_for("startup-error", lambda: testid_text(driver, "startup-error"), timeout=20)
         check("a config error is shown in the window", bool(msg) and "bad.toml:1" in msg, repr(msg))
-        screenshot(driver, "06-startup-error.png")
+        screenshot(driver, "07-startup-error.png")
         try:
             driver.quit()
         except WebDriverException:
