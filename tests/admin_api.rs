@@ -819,3 +819,24 @@ fn records_rejected_by_amazon_show_in_recent_errors() {
         "the sandbox keeps only the accepted record"
     );
 }
+
+/// Regression (new-user review: `dashboard` claimed to open a browser on a
+/// box without a graphical session): it prints the URL instead.
+#[test]
+fn dashboard_on_a_headless_box_prints_the_url_instead_of_claiming_a_browser() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_agent, base, _key) = offline_agent(dir.path());
+    let out = amc(dir.path())
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .arg("dashboard")
+        .output()
+        .expect("dashboard");
+    assert!(out.status.success());
+    let port = base.rsplit(':').next().expect("port");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("http://127.0.0.1:{port}/#token={}", admin_token(dir.path()))
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no graphical session"));
+}

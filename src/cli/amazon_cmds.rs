@@ -143,7 +143,8 @@ fn flush_inner(args: FlushArgs) -> Result<(), Failure> {
     let Some(loaded) =
         credentials::load(&data_dir, cfg.region).map_err(|e| Failure::runtime(e.to_string()))?
     else {
-        return Err(Failure::usage(
+        // Exit 1, as with a running agent: a state to fix, not a wrong command line.
+        return Err(Failure::runtime(
             "not logged in to Amazon Ads in this region: run `amc-sync login` first",
         ));
     };

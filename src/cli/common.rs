@@ -90,8 +90,9 @@ impl Common {
 pub fn open_store(data_dir: &Path) -> Result<Store, Failure> {
     Store::open(data_dir.join(DB_FILE)).map_err(|e| match e {
         StoreError::Locked { pid, .. } => Failure::usage(format!(
-            "an AMC Sync agent{} is running on {}; stop it first (or drop files into its drop \
-             folder instead of using `ingest`)",
+            "an AMC Sync agent{} is running on {}; stop it first, or use the running agent \
+             (its drop folder instead of `ingest`; the dashboard's Audiences view, \
+             `amc-sync dashboard`, to create audiences)",
             pid.map_or(String::new(), |p| format!(" (pid {p})")),
             data_dir.display()
         )),

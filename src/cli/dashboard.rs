@@ -79,8 +79,22 @@ fn run_inner(args: &Args) -> Result<(), Failure> {
             "no agent answers at {base} (it may have stopped): start it with `amc-sync run`"
         )));
     }
-    if args.print_url || args.no_browser {
+    // A Linux box without a graphical session has no browser to open: print the URL.
+    #[cfg(all(unix, not(target_os = "macos")))]
+    let headless =
+        std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none();
+    #[cfg(not(all(unix, not(target_os = "macos"))))]
+    let headless = false;
+    if args.print_url || args.no_browser || headless {
         println!("{url}");
+    }
+    if headless && !args.no_browser {
+        eprintln!(
+            "no graphical session here: open the URL above in a browser on this machine, or forward \
+             the port (ssh -L {port}:127.0.0.1:{port} …) — it holds the admin token, do not share it",
+            port = base.rsplit(':').next().unwrap_or("8787")
+        );
+        return Ok(());
     }
     if !args.no_browser {
         webbrowser::open(&url).map_err(|e| {

@@ -414,11 +414,21 @@ fn login_from_env(args: &LoginArgs, cfg: &Config, data_dir: &Path) -> Result<(),
         secret_store: conn.secret_store,
         secret_store_warning: conn.secret_store_warning,
     };
-    print_completed(&completed, args.json)?;
-    if !args.json {
+    if args.no_verify && !args.json {
+        // Not checked against Amazon: do not claim a login.
         println!(
-            "a running agent picks the login up at once; start one with `amc-sync run` otherwise"
+            "credentials saved for {} without checking them (--no-verify)",
+            region.as_str()
         );
+    } else {
+        print_completed(&completed, args.json)?;
+    }
+    if !args.json {
+        if matches!(running_agent(data_dir), Ok(Some(_))) {
+            println!("the running agent uses the new login at once");
+        } else {
+            println!("start the agent with `amc-sync run` to upload");
+        }
     }
     notify_agent(data_dir);
     Ok(())
