@@ -89,6 +89,16 @@ fn batch(users: std::ops::Range<usize>, prefix: &str) -> String {
     serde_json::json!({ "batch": items }).to_string()
 }
 
+/// Sends a Segment batch to the agent's intake; returns (status, body).
+fn send(url: &str, key: &str, body: &str) -> (u16, String) {
+    http("POST", &format!("{url}/v1/batch"), Some(&basic(key)), body)
+}
+
+/// `amc-sync flush --wait` on the data dir.
+fn flush_wait(data: &Path) -> std::process::Output {
+    amc(data).args(["flush", "--wait"]).output().expect("flush")
+}
+
 fn status_json(data: &Path) -> serde_json::Value {
     serde_json::from_slice(
         &amc(data)
@@ -134,12 +144,7 @@ fn login_through_the_agent_lists_profiles_stores_secrets_and_uploads_resume() {
     assert_eq!(v["state"], "no_credentials", "{v}");
     assert_eq!(v["clientSecretStored"], false, "{v}");
     // Traffic queued before any login waits in the queue.
-    let (s, body) = http(
-        "POST",
-        &format!("{url}/v1/batch"),
-        Some(&basic(&key)),
-        &batch(0..20, "pre_"),
-    );
+    let (s, body) = send(&url, &key, &batch(0..20, "pre_"));
     assert_eq!(s, 200, "{body}");
 
     let (auth, state) = start_login(&url, &token, &sb, None);
@@ -222,12 +227,7 @@ fn login_through_the_agent_lists_profiles_stores_secrets_and_uploads_resume() {
     assert!(!dir.path().join("credentials.json").exists());
     let (_, v) = api("GET", &format!("{url}/api/connection"), &token, "");
     assert_eq!(v["state"], "no_credentials", "{v}");
-    let (s, _) = http(
-        "POST",
-        &format!("{url}/v1/batch"),
-        Some(&basic(&key)),
-        &batch(0..5, "post_"),
-    );
+    let (s, _) = send(&url, &key, &batch(0..5, "post_"));
     assert_eq!(s, 200);
     let out = amc(dir.path())
         .args(["flush", "--json"])
@@ -347,35 +347,16 @@ fn revoked_refresh_token_mid_run_needs_login_keeps_the_queue_and_relogin_resumes
     let token = admin_token(dir.path());
     let (auth, _) = start_login(&url, &token, &sb, None);
     assert_eq!(browser(&auth).0, 200);
-    http(
-        "POST",
-        &format!("{url}/v1/batch"),
-        Some(&basic(&key)),
-        &batch(0..10, "a_"),
-    );
-    assert!(
-        amc(dir.path())
-            .args(["flush", "--wait"])
-            .status()
-            .expect("flush")
-            .success()
-    );
+    send(&url, &key, &batch(0..10, "a_"));
+    assert!(flush_wait(dir.path()).status.success());
     assert_eq!(received_users(&sb.base).len(), 10);
 
     // The user removes the app's access at Amazon.
     let (s, _) = http("POST", &format!("{}/__sandbox/revoke", sb.base), None, "{}");
     assert_eq!(s, 200);
-    let (s, _) = http(
-        "POST",
-        &format!("{url}/v1/batch"),
-        Some(&basic(&key)),
-        &batch(0..15, "b_"),
-    );
+    let (s, _) = send(&url, &key, &batch(0..15, "b_"));
     assert_eq!(s, 200, "intake continues");
-    let out = amc(dir.path())
-        .args(["flush", "--wait"])
-        .output()
-        .expect("flush");
+    let out = flush_wait(dir.path());
     assert!(!out.status.success());
     let st = status_json(dir.path());
     assert_eq!(st["auth"], "needs_login", "{st}");
@@ -387,10 +368,7 @@ fn revoked_refresh_token_mid_run_needs_login_keeps_the_queue_and_relogin_resumes
     let (s, v) = api("POST", &format!("{url}/api/login/start"), &token, "{}");
     assert_eq!(s, 200, "{v}");
     assert_eq!(browser(v["authorizeUrl"].as_str().expect("url")).0, 200);
-    let out = amc(dir.path())
-        .args(["flush", "--wait"])
-        .output()
-        .expect("flush");
+    let out = flush_wait(dir.path());
     assert!(
         out.status.success(),
         "{}",
@@ -408,19 +386,8 @@ fn region_switch_keeps_the_queue_and_needs_a_login_in_the_new_region() {
     let token = admin_token(dir.path());
     let (auth, _) = start_login(&url, &token, &sb, None);
     assert_eq!(browser(&auth).0, 200);
-    http(
-        "POST",
-        &format!("{url}/v1/batch"),
-        Some(&basic(&key)),
-        &batch(0..3, "na_"),
-    );
-    assert!(
-        amc(dir.path())
-            .args(["flush", "--wait"])
-            .status()
-            .expect("flush")
-            .success()
-    );
+    send(&url, &key, &batch(0..3, "na_"));
+    assert!(flush_wait(dir.path()).status.success());
     let na_id = status_json(dir.path())["audiences"][0]["audienceId"].clone();
     assert!(na_id.is_string());
 
@@ -440,12 +407,7 @@ fn region_switch_keeps_the_queue_and_needs_a_login_in_the_new_region() {
         r#"{"region":"XX"}"#,
     );
     assert_eq!((s, v["code"].as_str()), (400, Some("invalid_field")), "{v}");
-    http(
-        "POST",
-        &format!("{url}/v1/batch"),
-        Some(&basic(&key)),
-        &batch(0..4, "eu_"),
-    );
+    send(&url, &key, &batch(0..4, "eu_"));
     let out = amc(dir.path()).args(["flush"]).output().expect("flush");
     assert!(!out.status.success(), "no EU login yet");
     let st = status_json(dir.path());
@@ -455,10 +417,7 @@ fn region_switch_keeps_the_queue_and_needs_a_login_in_the_new_region() {
     // Log in to EU: the audience is created again there, the queue drains.
     let (auth, _) = start_login(&url, &token, &sb, Some("EU"));
     assert_eq!(browser(&auth).0, 200);
-    let out = amc(dir.path())
-        .args(["flush", "--wait"])
-        .output()
-        .expect("flush");
+    let out = flush_wait(dir.path());
     assert!(
         out.status.success(),
         "{}",
@@ -541,12 +500,7 @@ fn corrupt_connection_file_does_not_stop_the_agent_and_a_login_repairs_it() {
     .expect("write");
     std::fs::write(dir.path().join("credentials.json"), "{\"secrets\":").expect("write");
     let (_agent, url, key) = start_agent(dir.path(), &sb.base);
-    let (s, _) = http(
-        "POST",
-        &format!("{url}/v1/batch"),
-        Some(&basic(&key)),
-        &batch(0..2, "c_"),
-    );
+    let (s, _) = send(&url, &key, &batch(0..2, "c_"));
     assert_eq!(s, 200, "intake runs");
     let token = admin_token(dir.path());
     let (s, v) = api("GET", &format!("{url}/api/connection"), &token, "");
@@ -562,13 +516,7 @@ fn corrupt_connection_file_does_not_stop_the_agent_and_a_login_repairs_it() {
     let (_, v) = api("GET", &format!("{url}/api/connection"), &token, "");
     assert_eq!(v["state"], "ok", "{v}");
     assert!(v["problem"].is_null(), "{v}");
-    assert!(
-        amc(dir.path())
-            .args(["flush", "--wait"])
-            .status()
-            .expect("flush")
-            .success()
-    );
+    assert!(flush_wait(dir.path()).status.success());
     assert_eq!(received_users(&sb.base).len(), 2);
 }
 
@@ -582,34 +530,8 @@ fn redirect_uri_on_another_port_than_the_agent_is_refused_at_login_start() {
         "redirect_uri = \"http://127.0.0.1:9/api/login/callback\"\n",
     )
     .expect("config");
-    let child = amc(dir.path())
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-drop-folder",
-            "--api-base-url",
-            &sb.base,
-            "--config",
-        ])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent");
-    let _agent = common::Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let url = loop {
-        let v: serde_json::Value = std::fs::read(dir.path().join("agent.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        if let Some(u) = v["listenUrl"].as_str() {
-            break u.to_string();
-        }
-        assert!(Instant::now() < deadline, "agent did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let (_agent, url, _key) = common::start_agent_with(dir.path(), &sb.base, &["--config", cfg]);
     let token = admin_token(dir.path());
     let body = serde_json::json!({"clientId": sb.creds[0].1, "clientSecret": sb.creds[1].1});
     let (s, v) = api(
@@ -772,16 +694,8 @@ fn keychain_holds_the_secrets_when_a_secret_service_runs() {
         "no fallback file"
     );
     let (_agent, url, key) = start_agent(dir.path(), &sb.base);
-    http(
-        "POST",
-        &format!("{url}/v1/batch"),
-        Some(&basic(&key)),
-        &batch(0..3, "k_"),
-    );
-    let out = amc(dir.path())
-        .args(["flush", "--wait"])
-        .output()
-        .expect("flush");
+    send(&url, &key, &batch(0..3, "k_"));
+    let out = flush_wait(dir.path());
     assert!(
         out.status.success(),
         "{}",

@@ -112,6 +112,11 @@ pub fn http_full(
 }
 
 pub fn start_agent(data: &Path, base: &str) -> (Proc, String, String) {
+    start_agent_with(data, base, &[])
+}
+
+/// [`start_agent`] with extra `run` arguments (e.g. `--config FILE`).
+pub fn start_agent_with(data: &Path, base: &str, extra: &[&str]) -> (Proc, String, String) {
     let child = amc(data)
         .args([
             "run",
@@ -121,6 +126,7 @@ pub fn start_agent(data: &Path, base: &str) -> (Proc, String, String) {
             "--api-base-url",
             base,
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
